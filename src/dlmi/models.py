@@ -1,0 +1,86 @@
+"""The book's networks: from logistic regression to small CNNs.
+
+All take ``(N, C, H, W)`` float inputs and return class logits ``(N, n_classes)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "LogisticRegression", "SmallCNN", "count_parameters"]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters in ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class LogisticRegression(nn.Sequential):
+    """Multinomial logistic regression on raw pixels: flatten, then one linear layer.
+
+    Args:
+        in_shape: Shape of one image, e.g. ``(1, 64, 64)``.
+        n_classes: Number of classes.
+    """
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int):
+        super().__init__(nn.Flatten(), nn.Linear(math.prod(in_shape), n_classes))
+
+
+class MLP(nn.Sequential):
+    """A multilayer perceptron: fully connected layers with ReLU between them.
+
+    Args:
+        in_shape: Shape of one image, e.g. ``(1, 64, 64)``.
+        n_classes: Number of classes.
+        hidden: Widths of the hidden layers.
+        dropout: Dropout probability after each hidden layer.
+    """
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 128), dropout: float = 0.0):
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        super().__init__(*layers)
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU, then 2x2 max pooling (halves H and W)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network: conv blocks, global average pooling, a linear head.
+
+    Submodules ``features.0``, ``features.1``, ... are the blocks and ``pool`` the pooled
+    representation, so that chapters can look inside (see :func:`dlmi.interpret.layer_outputs`).
+
+    Args:
+        in_channels: Image channels (1 for greyscale, 3 for RGB).
+        n_classes: Number of classes.
+        widths: Output channels of each conv block.
+        dropout: Dropout probability before the head.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0):
+        super().__init__()
+        chans = [in_channels, *widths]
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans[-1], n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> logits ``(N, n_classes)``."""
+        return self.head(self.pool(self.features(x)))

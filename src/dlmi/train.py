@@ -1,0 +1,199 @@
+"""The book's one training loop.
+
+:func:`fit` trains any classifier on in-memory :class:`~dlmi.data.ImageSet` splits:
+models, losses, optimisers, schedules and augmentations are arguments, not subclasses.
+It returns the model (with the best validation weights restored) and a per-epoch
+history table. :func:`predict` and :func:`evaluate` score a model on a whole split.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dlmi.config import get_settings, seed_everything
+from dlmi.data import ImageSet
+from dlmi.metrics import classification_report
+
+__all__ = ["FitResult", "evaluate", "fit", "make_optimizer", "predict", "to_float"]
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """``uint8`` images in [0, 255] -> ``float32`` in [0, 1] (same shape and device)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}; pass the ImageSet's images unchanged")
+    return images.float().div_(255.0)
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``"sgd"``, ``"adam"`` or ``"adamw"`` over ``params``."""
+    name = name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; use 'sgd', 'adam' or 'adamw'")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
+    """Class probabilities for ``uint8`` images ``(N, C, ...)``; returns ``(N, K)`` on the CPU."""
+    device = device or get_settings().device
+    model.eval().to(device)
+    out = [torch.softmax(model(to_float(batch.to(device))), dim=1).cpu() for batch in images.split(batch_size)]
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: ImageSet, loss_fn: nn.Module | None = None, batch_size: int = 512) -> dict[str, float]:
+    """Loss (over the whole split, not one batch) and :func:`~dlmi.metrics.classification_report` metrics."""
+    probs = predict(model, data.images, batch_size)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    # the loss wants logits; log-probabilities are logits up to a constant per row
+    device = get_settings().device
+    loss = loss_fn.to(device)(torch.log(probs.clamp_min(1e-12)).to(device), data.labels.to(device)).item()
+    return {"loss": loss, **classification_report(data.labels, probs)}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: The trained model, with the best validation weights loaded.
+        history: One row per epoch: ``epoch, train_loss, train_acc, val_loss, val_acc,
+            val_auc, val_macro_f1, lr, seconds``.
+        best_epoch: The epoch whose weights were kept.
+    """
+
+    model: nn.Module
+    history: pd.DataFrame
+    best_epoch: int
+
+
+def fit(
+    model: nn.Module,
+    train: ImageSet,
+    val: ImageSet | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    loss_fn: nn.Module | None = None,
+    scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+    augment: Augment | None = None,
+    monitor: str = "val_auc",
+    patience: int | None = None,
+    seed: int | None = None,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train a classifier with mini-batch gradient descent.
+
+    Every epoch shuffles the training images (in memory), takes a step per batch, then
+    scores the *whole* validation split. The weights of the epoch with the best
+    ``monitor`` value are kept and restored at the end; with ``patience``, training
+    stops after that many epochs without improvement.
+
+    Args:
+        model: Maps float images ``(B, C, ...)`` in [0, 1] to logits ``(B, K)``.
+        train: Training split.
+        val: Validation split (``None``: keep the last epoch, no early stopping).
+        epochs: Maximum number of passes over ``train``.
+        batch_size: Images per step.
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
+        lr, momentum, weight_decay: Optimiser settings.
+        loss_fn: Loss on logits and labels; default cross-entropy.
+        scheduler: ``optimizer -> LR scheduler``, stepped once per epoch.
+        augment: Batch-wise transform of float images, applied to training batches only.
+        monitor: History column to select the best epoch (``val_*``; loss is minimised,
+            everything else maximised).
+        patience: Stop after this many epochs without improvement (``None``: never).
+        seed: Seed for batch order and dropout (default ``DLMI_SEED``).
+        checkpoint: If given, the best weights are saved there and loaded back
+            (``weights_only=True``) at the end.
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`FitResult`.
+    """
+    settings = get_settings()
+    device = settings.device
+    seed_everything(settings.seed if seed is None else seed)
+    generator = torch.Generator().manual_seed(settings.seed if seed is None else seed)
+    model.to(device)
+    loss_fn = (loss_fn or nn.CrossEntropyLoss()).to(device)
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    sched = scheduler(opt) if scheduler else None
+    minimise = monitor.endswith("loss")
+    best_value, best_epoch, best_state, waited = np.inf if minimise else -np.inf, 0, None, 0
+    x_all, y_all = train.images, train.labels
+    rows = []
+    for epoch in tqdm(range(1, epochs + 1), disable=not progress, desc="epochs"):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y_all), generator=generator)
+        total_loss, correct = 0.0, 0
+        for idx in order.split(batch_size):
+            x = to_float(x_all[idx].to(device, non_blocking=True))
+            y = y_all[idx].to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / len(y_all),
+            "train_acc": correct / len(y_all),
+            "lr": opt.param_groups[0]["lr"],
+        }
+        if sched is not None:
+            sched.step()
+        if val is not None:
+            row.update({f"val_{k}": v for k, v in evaluate(model, val, loss_fn).items()})
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        if val is None:
+            continue
+        value = row[monitor]
+        if (value < best_value) if minimise else (value > best_value):
+            best_value, best_epoch, waited = value, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint is not None:
+                Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+                torch.save(best_state, checkpoint)
+        else:
+            waited += 1
+            if patience is not None and waited >= patience:
+                break
+    if best_state is not None:
+        if checkpoint is not None:
+            best_state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = len(rows)
+    return FitResult(model.eval(), pd.DataFrame(rows), best_epoch)
