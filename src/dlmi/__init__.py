@@ -3,7 +3,7 @@
 Modules, one concern each: :mod:`dlmi.config` (profile, device, seeds, folders),
 :mod:`dlmi.data` (dataset registry and loaders), :mod:`dlmi.models` (networks),
 :mod:`dlmi.train` (the book's one training loop), :mod:`dlmi.metrics`,
-:mod:`dlmi.plots` and :mod:`dlmi.features` (looking inside trained networks).
+:mod:`dlmi.plots` and :mod:`dlmi.interpret` (looking inside trained networks).
 """
 
 __version__ = "0.1.0"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import io
 import shutil
 import tarfile
@@ -173,13 +174,13 @@ class ImageSet:
             raise ValueError(f"subset size must be positive, got {n}")
         rng = np.random.default_rng(seed)
         strata = self.labels.numpy() if self.labels.ndim == 1 else np.zeros(len(self), int)
-        picked = []
-        for c in np.unique(strata):
-            idx = np.flatnonzero(strata == c)
-            k = max(1, round(n * len(idx) / len(self)))
-            picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
-        index = rng.permutation(np.concatenate(picked))[:n]
-        index_t = torch.from_numpy(np.sort(index))
+        classes, sizes = np.unique(strata, return_counts=True)
+        # largest-remainder apportionment: exactly n images, each class within one of its share
+        share = n * sizes / len(self)
+        take = np.floor(share).astype(int)
+        take[np.argsort(-(share - take), kind="stable")[: n - take.sum()]] += 1
+        picked = [rng.choice(np.flatnonzero(strata == c), size=t, replace=False) for c, t in zip(classes, take)]
+        index_t = torch.from_numpy(np.sort(np.concatenate(picked)))
         note = f"{self.note}; stratified subset of {len(index_t)} images (seed {seed})"
         return replace(self, images=self.images[index_t], labels=self.labels[index_t], note=note)
 
@@ -461,7 +462,7 @@ def _download(url: str, dest: Path, name: str) -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
             shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as err:
         part.unlink(missing_ok=True)
         reason = getattr(err, "reason", err)
         raise DatasetNotFoundError(

@@ -52,14 +52,20 @@ def classification_report(labels: torch.Tensor | np.ndarray, probs: torch.Tensor
     return {k: float(v) for k, v in out.items()}
 
 
-def chance_accuracy(train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray) -> dict[str, float]:
+def chance_accuracy(
+    train_labels: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray, n_classes: int | None = None
+) -> dict[str, float]:
     """Accuracy of two baselines that ignore the image.
+
+    Args:
+        train_labels, test_labels: Class indices.
+        n_classes: Number of classes (default: largest label seen + 1).
 
     Returns:
         ``{"uniform": 1/K expected accuracy of guessing, "majority": accuracy of always
         predicting the most common training class}`` on ``test_labels``.
     """
     train, test = _np(train_labels).astype(int), _np(test_labels).astype(int)
-    k = max(train.max(), test.max()) + 1
+    k = int(n_classes or max(train.max(), test.max()) + 1)
     majority = np.bincount(train, minlength=k).argmax()
     return {"uniform": 1.0 / k, "majority": float((test == majority).mean())}

@@ -1,11 +1,13 @@
 """Figures used across the book. Every function returns a titled ``matplotlib`` Figure.
 
-Figures are built with the object-oriented API (``Figure``, not ``pyplot``), so a
-notebook shows them only where it asks to (``display(fig)`` or ``myst_nb.glue``).
+Figures are :class:`BookFigure` objects built with the object-oriented API, not ``pyplot``:
+a notebook shows one only where it asks to (``display(fig)``, a cell ending in ``fig``, or
+``myst_nb.glue``), as a PNG, whatever matplotlib backend is active.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +20,22 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 from dlmi.data import ImageSet
 
-__all__ = ["confusion", "embeddings", "filters", "learning_curves", "montage"]
+__all__ = ["BookFigure", "confusion", "embeddings", "filters", "learning_curves", "montage", "new_figure"]
+
+
+class BookFigure(Figure):
+    """A matplotlib ``Figure`` that IPython displays as a PNG (no pyplot, no inline backend needed)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def new_figure(**kwargs) -> BookFigure:
+    """A new :class:`BookFigure` (constrained layout by default); ``kwargs`` go to ``Figure``."""
+    kwargs.setdefault("layout", "constrained")
+    return BookFigure(**kwargs)
 
 
 def _image(x: torch.Tensor) -> tuple[np.ndarray, str | None]:
@@ -33,7 +50,7 @@ def montage(data: ImageSet, per_class: int = 6, seed: int = 0, title: str | None
     """A grid with ``per_class`` random images of every class, one row per class."""
     rng = np.random.default_rng(seed)
     k = data.n_classes
-    fig = Figure(figsize=(1.3 * per_class + 1.6, 1.3 * k + 0.6), layout="constrained")
+    fig = new_figure(figsize=(1.3 * per_class + 1.6, 1.3 * k + 0.6))
     axes = fig.subplots(k, per_class, squeeze=False)
     labels = data.labels.numpy()
     for c in range(k):
@@ -51,7 +68,7 @@ def montage(data: ImageSet, per_class: int = 6, seed: int = 0, title: str | None
 
 def learning_curves(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("loss", "acc"), title: str = "Learning curves") -> Figure:
     """Training (dashed) and validation (solid) curves of several runs, one panel per metric."""
-    fig = Figure(figsize=(5 * len(metrics), 3.6), layout="constrained")
+    fig = new_figure(figsize=(5 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     colours = [f"C{i}" for i in range(len(histories))]
     for ax, metric in zip(axes, metrics):
@@ -73,7 +90,7 @@ def confusion(labels: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarra
     y = np.asarray(labels)
     pred = np.asarray(probs).argmax(1)
     cm = confusion_matrix(y, pred, labels=np.arange(len(classes)))
-    fig = Figure(figsize=(1.0 * len(classes) + 2.5, 1.0 * len(classes) + 1.5), layout="constrained")
+    fig = new_figure(figsize=(1.0 * len(classes) + 2.5, 1.0 * len(classes) + 1.5))
     ax = fig.subplots()
     ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, colorbar=False, xticks_rotation=45, cmap="Blues")
     ax.set_title(title)
@@ -89,7 +106,7 @@ def filters(weight: torch.Tensor, title: str = "First-layer filters") -> Figure:
     n = w.shape[0]
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(1.1 * cols, 1.1 * rows + 0.5), layout="constrained")
+    fig = new_figure(figsize=(1.1 * cols, 1.1 * rows + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
@@ -120,9 +137,11 @@ def embeddings(
         method: ``"tsne"`` or ``"pca"``.
         scores: Optional number per panel (e.g. a separability score) shown in its title.
     """
+    if method not in ("tsne", "pca"):
+        raise ValueError(f"method must be 'tsne' or 'pca', got {method!r}")
     y = np.asarray(labels)
     n = len(representations)
-    fig = Figure(figsize=(3.4 * n, 3.9), layout="constrained")
+    fig = new_figure(figsize=(3.4 * n, 3.9))
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (name, feats) in zip(axes, representations.items()):
         x = PCA(n_components=min(50, *feats.shape), random_state=seed).fit_transform(feats)

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dlmi.config import get_settings, seed_everything
 from dlmi.data import ImageSet
 from dlmi.metrics import classification_report
 
-__all__ = ["FitResult", "evaluate", "fit", "make_optimizer", "predict", "to_float"]
+__all__ = ["FitResult", "evaluate", "fit", "make_optimizer", "predict", "predict_logits", "to_float"]
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
@@ -49,22 +49,27 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_d
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
-    """Class probabilities for ``uint8`` images ``(N, C, ...)``; returns ``(N, K)`` on the CPU."""
-    device = device or get_settings().device
-    model.eval().to(device)
-    out = [torch.softmax(model(to_float(batch.to(device))), dim=1).cpu() for batch in images.split(batch_size)]
-    return torch.cat(out)
-
-
-def evaluate(model: nn.Module, data: ImageSet, loss_fn: nn.Module | None = None, batch_size: int = 512) -> dict[str, float]:
-    """Loss (over the whole split, not one batch) and :func:`~dlmi.metrics.classification_report` metrics."""
-    probs = predict(model, data.images, batch_size)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    # the loss wants logits; log-probabilities are logits up to a constant per row
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Raw model outputs for ``uint8`` images ``(N, C, ...)`` in eval mode; returns ``(N, K)`` on the CPU."""
     device = get_settings().device
-    loss = loss_fn.to(device)(torch.log(probs.clamp_min(1e-12)).to(device), data.labels.to(device)).item()
-    return {"loss": loss, **classification_report(data.labels, probs)}
+    model.eval().to(device)
+    return torch.cat([model(to_float(batch.to(device))).float().cpu() for batch in images.split(batch_size)])
+
+
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities (softmax) for ``uint8`` images ``(N, C, ...)``; returns ``(N, K)`` on the CPU."""
+    return torch.softmax(predict_logits(model, images, batch_size), dim=1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, loss_fn: nn.Module | None = None, batch_size: int = 512) -> dict[str, float]:
+    """Loss over the *whole* split (not one batch) and :func:`~dlmi.metrics.classification_report` metrics."""
+    logits = predict_logits(model, data.images, batch_size)
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError("the model's outputs are NaN or infinite: it diverged; lower the learning rate")
+    loss_fn = copy.deepcopy(loss_fn or nn.CrossEntropyLoss()).cpu()  # a copy: the caller's may live on the GPU
+    loss = loss_fn(logits, data.labels).item()
+    return {"loss": loss, **classification_report(data.labels, torch.softmax(logits, dim=1))}
 
 
 @dataclass
@@ -132,6 +137,9 @@ def fit(
     Returns:
         A :class:`FitResult`.
     """
+    monitors = ("val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auc")
+    if val is not None and monitor not in monitors:
+        raise ValueError(f"monitor={monitor!r} is not one of {monitors}")
     settings = get_settings()
     device = settings.device
     seed_everything(settings.seed if seed is None else seed)
@@ -165,6 +173,8 @@ def fit(
             opt.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FloatingPointError(f"the weights became NaN or infinite in epoch {epoch}; lower the learning rate (lr={lr})")
         row = {
             "epoch": epoch,
             "train_loss": total_loss / len(y_all),
@@ -174,7 +184,10 @@ def fit(
         if sched is not None:
             sched.step()
         if val is not None:
-            row.update({f"val_{k}": v for k, v in evaluate(model, val, loss_fn).items()})
+            try:
+                row.update({f"val_{k}": v for k, v in evaluate(model, val, loss_fn).items()})
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} (epoch {epoch}, lr={lr})") from None
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         if val is None:

@@ -1,0 +1,135 @@
+"""Tests of dlmi.metrics on small hand-made examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlmi.metrics import chance_accuracy, classification_report
+
+
+def test_perfect_binary():
+    """Perfect predictions: every score is 1."""
+    y = np.array([0, 1, 1, 0])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    assert classification_report(y, p) == {"acc": 1.0, "balanced_acc": 1.0, "macro_f1": 1.0, "auc": 1.0}
+
+
+def test_binary_auc_by_hand():
+    """AUC = fraction of (positive, negative) pairs ranked correctly.
+
+    Positives score 0.8, 0.4; negatives 0.6, 0.2: pairs (0.8>0.6), (0.8>0.2), (0.4<0.6), (0.4>0.2) -> 3/4.
+    Arg-max at 0.5: predictions 1, 0, 1, 0 for labels 1, 1, 0, 0 -> accuracy 1/2.
+    """
+    y = np.array([1, 1, 0, 0])
+    s = np.array([0.8, 0.4, 0.6, 0.2])
+    out = classification_report(y, np.stack([1 - s, s], 1))
+    assert out["auc"] == pytest.approx(0.75)
+    assert out["acc"] == pytest.approx(0.5)
+    assert out["balanced_acc"] == pytest.approx(0.5)
+
+
+def test_ties_count_half():
+    """A tied (positive, negative) pair counts 1/2: scores all equal give AUC 0.5."""
+    y = np.array([0, 1, 0, 1])
+    p = np.full((4, 2), 0.5)
+    assert classification_report(y, p)["auc"] == pytest.approx(0.5)
+
+
+def test_auc_uses_scores_not_argmax():
+    """Two score sets with identical arg-max (same accuracy) but different ranking give different AUC."""
+    y = np.array([0, 0, 1, 1])
+    good = np.array([0.1, 0.3, 0.4, 0.45])  # every positive above every negative
+    bad = np.array([0.1, 0.45, 0.3, 0.4])  # one negative above both positives
+    a = classification_report(y, np.stack([1 - good, good], 1))
+    b = classification_report(y, np.stack([1 - bad, bad], 1))
+    assert a["acc"] == b["acc"] == 0.5  # everything predicted class 0
+    assert a["auc"] == pytest.approx(1.0)
+    assert b["auc"] == pytest.approx(0.5)
+
+
+def test_multiclass_ovr_by_hand():
+    """Three classes: AUC is the macro average of the one-vs-rest AUCs (ties count 1/2)."""
+    y = np.array([0, 1, 2, 2])
+    p = np.array(
+        [
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.5, 0.4, 0.1],  # class 2, predicted 0
+            [0.1, 0.1, 0.8],
+        ]
+    )
+    # class 0: pos 0.6; neg 0.2, 0.5, 0.1 -> 3/3; class 1: pos 0.7; neg 0.3, 0.4, 0.1 -> 3/3;
+    # class 2: pos 0.1, 0.8; neg 0.1, 0.1 -> (0.5 + 0.5 + 1 + 1) / 4 = 0.75
+    out = classification_report(torch.tensor(y), torch.tensor(p))
+    assert out["auc"] == pytest.approx((1 + 1 + 0.75) / 3)
+    assert out["acc"] == pytest.approx(0.75)
+    assert out["balanced_acc"] == pytest.approx((1 + 1 + 0.5) / 3)
+    # F1: class 0: P=1/2, R=1 -> 2/3; class 1: 1; class 2: P=1, R=1/2 -> 2/3
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_macro_f1_counts_never_predicted_classes():
+    """A class never predicted and never present still counts in the macro F1 (as 0)."""
+    y = np.array([0, 1, 0, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    assert classification_report(y, p)["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_returns_python_floats():
+    """All values are plain floats (they are glued into the book)."""
+    out = classification_report(np.array([0, 1]), np.array([[0.7, 0.3], [0.4, 0.6]]))
+    assert all(type(v) is float for v in out.values())
+
+
+def test_nan_probs():
+    """NaN probabilities (a diverged model) are a ValueError that says so."""
+    p = np.array([[0.5, 0.5], [np.nan, np.nan]])
+    with pytest.raises(ValueError, match="NaN"):
+        classification_report(np.array([0, 1]), p)
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs"),
+    [
+        (np.array([0, 1, 0]), np.array([[0.5, 0.5], [0.5, 0.5]])),  # N differs
+        (np.array([0, 1]), np.array([0.3, 0.7])),  # 1-D scores
+        (np.array([0, 1]), np.zeros((2, 2, 1))),  # 3-D
+    ],
+)
+def test_wrong_shapes(labels, probs):
+    """probs must be (N, K) with N = len(labels)."""
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        classification_report(labels, probs)
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+@pytest.mark.parametrize("k", [2, 3])
+def test_single_class_auc_is_nan(k):
+    """AUC is undefined (NaN) when the labels hold a single class; the other metrics still work."""
+    y = np.zeros(4, int)
+    p = np.full((4, k), 1 / k)
+    p[:, 0] += 0.1
+    p[:, 1] -= 0.1
+    out = classification_report(y, p)
+    assert math.isnan(out["auc"])
+    assert out["acc"] == 1.0
+
+
+def test_chance_accuracy_by_hand():
+    """Uniform guessing is 1/K; the majority baseline predicts the commonest training class."""
+    train = np.array([0, 1, 1, 1, 2])  # majority class 1
+    test = np.array([0, 1, 1, 2, 2, 2, 1, 0])  # class 1 is 3 of 8
+    out = chance_accuracy(train, test)
+    assert out["uniform"] == pytest.approx(1 / 3)
+    assert out["majority"] == pytest.approx(3 / 8)
+
+
+def test_chance_accuracy_uses_training_majority():
+    """The majority class comes from the training labels, not the test labels."""
+    out = chance_accuracy(torch.tensor([0, 0, 0, 1]), torch.tensor([1, 1, 1, 0]))
+    assert out == {"uniform": 0.5, "majority": 0.25}

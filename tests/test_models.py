@@ -1,0 +1,89 @@
+"""Tests of dlmi.models: output shapes and parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlmi.models import MLP, LogisticRegression, SmallCNN, count_parameters
+
+
+def small_cnn_parameters(in_channels: int, n_classes: int, widths) -> int:
+    """Hand count: per block a bias-free 3x3 conv and a BatchNorm (weight + bias); then a linear head."""
+    chans = [in_channels, *widths]
+    convs = sum(a * b * 9 + 2 * b for a, b in zip(chans[:-1], chans[1:]))
+    return convs + chans[-1] * n_classes + n_classes
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 64, 64), (2, 3, 28, 28)])
+@pytest.mark.parametrize("n_classes", [2, 6])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda c, h, k: LogisticRegression((c, h, h), k),
+        lambda c, h, k: MLP((c, h, h), k),
+        lambda c, h, k: MLP((c, h, h), k, hidden=(8,), dropout=0.5),
+        lambda c, h, k: SmallCNN(c, k),
+        lambda c, h, k: SmallCNN(c, k, widths=(4, 8), dropout=0.2),
+    ],
+    ids=["logreg", "mlp", "mlp-dropout", "cnn", "cnn-narrow"],
+)
+def test_output_shape(build, shape, n_classes):
+    """Every model maps (N, C, H, W) floats to finite (N, n_classes) logits."""
+    n, c, h, _ = shape
+    model = build(c, h, n_classes).eval()
+    out = model(torch.rand(shape))
+    assert out.shape == (n, n_classes)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_cnn_accepts_any_image_size():
+    """Global average pooling makes SmallCNN independent of the image size."""
+    model = SmallCNN(1, 3).eval()
+    assert model(torch.rand(1, 1, 40, 56)).shape == (1, 3)
+
+
+def test_logistic_regression_is_one_linear_layer():
+    """LogisticRegression is flatten + one Linear: logits are W x + b on the raw pixels."""
+    model = LogisticRegression((1, 4, 4), 3)
+    x = torch.rand(5, 1, 4, 4)
+    linear = model[1]
+    torch.testing.assert_close(model(x), x.flatten(1) @ linear.weight.T + linear.bias)
+
+
+def test_count_logistic_regression():
+    """(1, 64, 64) pixels to 6 classes: 4096 * 6 weights + 6 biases."""
+    assert count_parameters(LogisticRegression((1, 64, 64), 6)) == 4096 * 6 + 6
+
+
+def test_count_mlp():
+    """MLP (3, 28, 28) -> 256 -> 128 -> 9, counted by hand."""
+    d = 3 * 28 * 28
+    assert count_parameters(MLP((3, 28, 28), 9)) == (d * 256 + 256) + (256 * 128 + 128) + (128 * 9 + 9)
+
+
+@pytest.mark.parametrize(("in_channels", "n_classes", "widths"), [(1, 6, (16, 32, 64)), (3, 9, (8, 16)), (1, 2, (5,))])
+def test_count_small_cnn(in_channels, n_classes, widths):
+    """SmallCNN's count matches the formula (BatchNorm running stats are buffers, not parameters)."""
+    model = SmallCNN(in_channels, n_classes, widths)
+    assert count_parameters(model) == small_cnn_parameters(in_channels, n_classes, widths)
+
+
+def test_count_trainable_only():
+    """Frozen parameters are left out unless trainable_only=False."""
+    model = SmallCNN(1, 6)
+    total = count_parameters(model)
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    head = 64 * 6 + 6
+    assert count_parameters(model) == head
+    assert count_parameters(model, trainable_only=False) == total
+
+
+def test_small_cnn_exposes_named_parts():
+    """features.0.. are the conv blocks and pool gives one vector per image (used by dlmi.interpret)."""
+    model = SmallCNN(1, 4, widths=(4, 8, 16)).eval()
+    assert len(model.features) == 3
+    x = torch.rand(2, 1, 32, 32)
+    assert model.features[0](x).shape == (2, 4, 16, 16)
+    assert model.pool(model.features(x)).shape == (2, 16)
