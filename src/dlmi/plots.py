@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
@@ -78,6 +79,7 @@ def learning_curves(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str
             if f"val_{metric}" in h:
                 ax.plot(h["epoch"], h[f"val_{metric}"], "-o", color=colour, ms=3, label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0].legend(title="validation (solid), training (dashed)", fontsize=8, title_fontsize=8)
