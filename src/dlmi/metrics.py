@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-__all__ = ["classification_report", "chance_accuracy"]
+__all__ = ["chance_accuracy", "classification_report", "per_class_recall"]
 
 
 def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -69,3 +69,13 @@ def chance_accuracy(
     k = int(n_classes or max(train.max(), test.max()) + 1)
     majority = np.bincount(train, minlength=k).argmax()
     return {"uniform": 1.0 / k, "majority": float((test == majority).mean())}
+
+
+def per_class_recall(labels: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Recall (sensitivity) of every class for arg-max predictions, shape ``(K,)``.
+
+    A model that predicts only the majority class has recall 1 for it and 0 for all others,
+    whatever its accuracy.
+    """
+    y, p = _np(labels).astype(int), _np(probs)
+    return skm.recall_score(y, p.argmax(1), average=None, labels=np.arange(p.shape[1]), zero_division=0)

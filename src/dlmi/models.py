@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
-__all__ = ["MLP", "LogisticRegression", "SmallCNN", "count_parameters"]
+__all__ = ["MLP", "LogisticRegression", "SmallCNN", "SmallResNet", "count_parameters"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -84,3 +85,54 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> logits ``(N, n_classes)``."""
         return self.head(self.pool(self.features(x)))
+
+
+class SmallResNet(nn.Module):
+    """A residual network for small images (28x28 to 64x64), built from torchvision's ``BasicBlock``.
+
+    A 3x3 stem without down-sampling (large-image ResNets shrink 224 px inputs 4x at once,
+    which would leave nothing of a 28 px image), then one stage per entry of ``widths``:
+    ``blocks[i]`` residual blocks, the first of each stage after the first halving H and W.
+    Global average pooling and a linear head follow. ``SmallResNet(c, k, (64, 128, 256, 512),
+    (2, 2, 2, 2))`` is the ResNet-18 layout used by the MedMNIST v2 baselines at 28 px.
+
+    Args:
+        in_channels: Image channels.
+        n_classes: Number of classes.
+        widths: Channels of each stage.
+        blocks: Residual blocks per stage.
+        dropout: Dropout probability before the head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths: Sequence[int] = (32, 64, 128),
+        blocks: Sequence[int] = (1, 1, 1),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if len(widths) != len(blocks):
+            raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must have the same length")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        stages, width = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stride = 1 if i == 0 else 2
+            layers = []
+            for j in range(n):
+                down = None
+                if j == 0 and (stride != 1 or width != w):
+                    down = nn.Sequential(nn.Conv2d(width, w, 1, stride=stride, bias=False), nn.BatchNorm2d(w))
+                layers.append(BasicBlock(width, w, stride=stride if j == 0 else 1, downsample=down))
+                width = w
+            stages.append(nn.Sequential(*layers))
+        self.features = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> logits ``(N, n_classes)``."""
+        return self.head(self.pool(self.features(self.stem(x))))

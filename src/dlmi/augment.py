@@ -1,0 +1,77 @@
+"""Data augmentation on whole batches of tensors, on the device, with a new draw per image.
+
+``torchvision.transforms.v2`` applied to a batch tensor draws *one* set of random
+parameters for the whole batch; here every image gets its own flip, rotation, scale,
+shift and intensity change, in one ``affine_grid``/``grid_sample`` call, so augmentation
+costs a fraction of a training step and the data pipeline stays in memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BatchAugment"]
+
+
+class BatchAugment(nn.Module):
+    """Random flips, rotations, scaling, shifts and intensity changes, per image.
+
+    Args:
+        hflip: Probability of a left-right flip.
+        vflip: Probability of an up-down flip (sensible for histology, not for chest X-rays).
+        degrees: Rotations are uniform in ``[-degrees, degrees]``.
+        scale: Zoom factors are uniform in this range.
+        translate: Shifts are uniform in ``[-translate, translate]`` of the image size.
+        brightness: Adds a uniform offset in ``[-brightness, brightness]``.
+        contrast: Multiplies the deviation from each image's mean by a factor in ``[1-contrast, 1+contrast]``.
+
+    Input and output: float images ``(B, C, H, W)`` in [0, 1]; the output is clamped to [0, 1].
+    Uses the global torch random generator, so :func:`dlmi.config.seed_everything` makes it repeatable.
+    """
+
+    def __init__(
+        self,
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        degrees: float = 10.0,
+        scale: tuple[float, float] = (0.9, 1.1),
+        translate: float = 0.1,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+    ):
+        super().__init__()
+        self.hflip, self.vflip, self.degrees = hflip, vflip, degrees
+        self.scale, self.translate = scale, translate
+        self.brightness, self.contrast = brightness, contrast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment a float batch ``(B, C, H, W)``."""
+        if x.ndim != 4 or not x.is_floating_point():
+            raise ValueError(f"BatchAugment expects float images (B, C, H, W), got {tuple(x.shape)} {x.dtype}")
+        b, dev = x.shape[0], x.device
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return torch.rand(b, device=dev) * (high - low) + low
+
+        angle = uniform(-self.degrees, self.degrees) * math.pi / 180
+        zoom = uniform(*self.scale)
+        sx = torch.where(torch.rand(b, device=dev) < self.hflip, -1.0, 1.0) / zoom
+        sy = torch.where(torch.rand(b, device=dev) < self.vflip, -1.0, 1.0) / zoom
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, uniform(-self.translate, self.translate) * 2], 1),
+                torch.stack([sin * sx, cos * sy, uniform(-self.translate, self.translate) * 2], 1),
+            ],
+            1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        factor = uniform(1 - self.contrast, 1 + self.contrast).view(b, 1, 1, 1)
+        shift = uniform(-self.brightness, self.brightness).view(b, 1, 1, 1)
+        return ((out - mean) * factor + mean + shift).clamp(0.0, 1.0)

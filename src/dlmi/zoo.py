@@ -1,0 +1,162 @@
+"""Named training recipes, trained once and cached by a hash of everything that shapes them.
+
+A :class:`Recipe` is plain data (model name and sizes, optimiser, schedule, augmentation,
+epochs, seed, ...). :func:`train_recipe` trains it with :func:`dlmi.train.fit` and stores
+the best weights and the history under ``DLMI_CACHE_DIR/zoo``, keyed by the recipe, the
+data it saw, the profile and the library versions. A later chapter that asks for the same
+recipe on the same data gets the stored model back instead of retraining it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+import torch
+from torch import nn
+
+import dlmi
+from dlmi import models
+from dlmi.augment import BatchAugment
+from dlmi.config import get_settings, seed_everything
+from dlmi.data import ImageSet
+from dlmi.train import FitResult, balanced_class_weights, fit, make_scheduler
+
+__all__ = ["Recipe", "book_recipe", "cache_key", "train_recipe"]
+
+MODELS = {"SmallCNN": models.SmallCNN, "SmallResNet": models.SmallResNet}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run, as plain values.
+
+    Attributes:
+        model: ``"SmallCNN"`` or ``"SmallResNet"``.
+        model_kwargs: Keyword arguments of the model (besides channels and classes).
+        optimizer, lr, momentum, weight_decay: Optimiser settings.
+        epochs, batch_size: Budget.
+        schedule, warmup_epochs: Learning-rate schedule (see :func:`dlmi.train.make_scheduler`).
+        augment: Keyword arguments of :class:`dlmi.augment.BatchAugment`, or ``None``.
+        class_weighting: Weight the cross-entropy by inverse class frequency.
+        monitor, patience: Early stopping.
+        seed: Seed of initialisation, batch order and augmentation.
+    """
+
+    model: str = "SmallCNN"
+    model_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 128
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    augment: dict | None = None
+    class_weighting: bool = False
+    monitor: str = "val_auc"
+    patience: int | None = None
+    seed: int = 0
+
+    def build_model(self, in_channels: int, n_classes: int) -> nn.Module:
+        """A freshly initialised model (initialisation seeded by :attr:`seed`)."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; use one of {sorted(MODELS)}")
+        seed_everything(self.seed)
+        return MODELS[self.model](in_channels, n_classes, **self.model_kwargs)
+
+    def fit(self, train: ImageSet, val: ImageSet) -> FitResult:
+        """Train this recipe from scratch (no cache): see :func:`train_recipe` for the cached version."""
+        model = self.build_model(train.images.shape[1], train.n_classes)
+        weights = balanced_class_weights(train.labels, train.n_classes) if self.class_weighting else None
+        return fit(
+            model,
+            train,
+            val,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            loss_fn=nn.CrossEntropyLoss(weight=weights),
+            scheduler=make_scheduler(self.schedule, self.epochs, self.warmup_epochs),
+            augment=BatchAugment(**self.augment) if self.augment is not None else None,
+            monitor=self.monitor,
+            patience=self.patience,
+            seed=self.seed,
+        )
+
+
+def cache_key(recipe: Recipe, train: ImageSet, val: ImageSet) -> str:
+    """A short hash of the recipe, the data (names, splits, notes, sizes), profile, device type and versions."""
+    settings = get_settings()
+    material = {
+        "recipe": asdict(recipe),
+        "data": [(s.name, s.split, s.note, len(s), int(s.images.sum())) for s in (train, val)],
+        "profile": settings.profile,
+        "device": settings.device.type,
+        "versions": [dlmi.__version__, torch.__version__],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_recipe(name: str, recipe: Recipe, train: ImageSet, val: ImageSet) -> FitResult:
+    """Train ``recipe`` once; later calls with the same recipe and data load the stored result.
+
+    Args:
+        name: A readable name for the cache file (``<name>-<hash>.pt``).
+        recipe: What to train.
+        train, val: The data.
+
+    Returns:
+        The :class:`~dlmi.train.FitResult` (model in eval mode on the configured device).
+    """
+    settings = get_settings()
+    path = settings.cache_dir / "zoo" / f"{name}-{cache_key(recipe, train, val)}.pt"
+    if path.is_file():
+        stored = torch.load(path, map_location=settings.device, weights_only=True)
+        model = recipe.build_model(train.images.shape[1], train.n_classes).to(settings.device)
+        model.load_state_dict(stored["state_dict"])
+        return FitResult(model.eval(), pd.DataFrame(stored["history"]), int(stored["best_epoch"]))
+    result = recipe.fit(train, val)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    history = {col: result.history[col].tolist() for col in result.history.columns}
+    torch.save({"state_dict": result.model.state_dict(), "history": history, "best_epoch": result.best_epoch}, tmp)
+    tmp.replace(path)
+    return result
+
+
+def book_recipe(name: str, **overrides) -> Recipe:
+    """The book's named recipes, sized for the active profile (quick on CPU, full on GPU).
+
+    ``"final"`` is the recipe chapter 5 arrives at and later chapters reuse.
+    """
+    pick = get_settings().pick
+    recipes = {
+        "final": Recipe(
+            model="SmallResNet",
+            model_kwargs={
+                "widths": pick(quick=(16, 32, 64), full=(64, 128, 256)),
+                "blocks": pick(quick=(1, 1, 1), full=(2, 2, 2)),
+            },
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=5e-4,
+            epochs=pick(quick=8, full=60),
+            batch_size=128,
+            schedule="cosine",
+            warmup_epochs=pick(quick=1, full=3),
+            # no flips: a mirrored chest X-ray has its heart on the wrong side
+            augment={"hflip": 0.0, "degrees": 10.0, "scale": (0.9, 1.1), "translate": 0.08},
+            class_weighting=True,
+            monitor="val_auc",
+        ),
+    }
+    if name not in recipes:
+        raise ValueError(f"unknown book recipe {name!r}; known: {sorted(recipes)}")
+    return replace(recipes[name], **overrides)
