@@ -26,6 +26,7 @@ from PIL import Image
 from conftest import md5_bytes, require
 from dlmi import data
 from dlmi.data import (
+    MEDMNIST_V2_RESULTS,
     REGISTRY,
     ChecksumError,
     DatasetNotFoundError,
@@ -39,6 +40,7 @@ from dlmi.data import (
     load_mednist,
     load_ms_lesion,
     md5sum,
+    medmnist_v2_table,
 )
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -721,3 +723,40 @@ def test_ms_lesion_unknown_patient():
     """An unknown patient is a ValueError listing the available ones."""
     with pytest.raises(ValueError, match="patient19"):
         load_ms_lesion("patient99")
+
+
+# --------------------------------------------------------------------------- published MedMNIST v2 results
+
+
+@pytest.mark.parametrize("flag", sorted(MEDMNIST_V2_RESULTS))
+def test_medmnist_v2_results_are_auc_acc_pairs(flag):
+    """Every stored result is an (AUC, ACC) pair of fractions in (0.5, 1], for a registered dataset."""
+    assert flag in REGISTRY
+    methods = MEDMNIST_V2_RESULTS[flag]
+    assert "ResNet-18 (28)" in methods, "the baseline the book compares against"
+    for method, pair in methods.items():
+        assert isinstance(pair, tuple) and len(pair) == 2, method
+        assert all(0.5 < v <= 1.0 for v in pair), (method, pair)
+
+
+@pytest.mark.parametrize("flag", sorted(MEDMNIST_V2_RESULTS))
+def test_medmnist_v2_table(flag):
+    """One row per method, columns AUC and ACC, holding the stored pairs."""
+    table = medmnist_v2_table(flag)
+    assert list(table.columns) == ["AUC", "ACC"]
+    assert list(table.index) == list(MEDMNIST_V2_RESULTS[flag])
+    for method, (auc, acc) in MEDMNIST_V2_RESULTS[flag].items():
+        assert table.loc[method, "AUC"] == auc and table.loc[method, "ACC"] == acc
+
+
+def test_medmnist_v2_table_published_values():
+    """Spot check against the paper (Yang et al. 2023, Table 3): PneumoniaMNIST, ResNet-18 (28)."""
+    row = medmnist_v2_table("pneumoniamnist").loc["ResNet-18 (28)"]
+    assert (row["AUC"], row["ACC"]) == (0.944, 0.854)
+
+
+@pytest.mark.parametrize("flag", ["nope", "PneumoniaMNIST", "pneumoniamnist_64", "mednist", ""])
+def test_medmnist_v2_table_unknown_flag(flag):
+    """A dataset without stored results is a ValueError listing those that have some."""
+    with pytest.raises(ValueError, match="pneumoniamnist"):
+        medmnist_v2_table(flag)

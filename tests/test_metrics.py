@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlmi.metrics import chance_accuracy, classification_report
+from dlmi.metrics import chance_accuracy, classification_report, per_class_recall
 
 
 def test_perfect_binary():
@@ -133,3 +133,43 @@ def test_chance_accuracy_uses_training_majority():
     """The majority class comes from the training labels, not the test labels."""
     out = chance_accuracy(torch.tensor([0, 0, 0, 1]), torch.tensor([1, 1, 1, 0]))
     assert out == {"uniform": 0.5, "majority": 0.25}
+
+
+def test_per_class_recall_of_a_majority_predictor():
+    """Always predicting the majority class: recall 1 for it, 0 for the other, despite 90% accuracy."""
+    y = np.array([0] * 9 + [1])
+    p = np.tile([0.8, 0.2], (10, 1))
+    recall = per_class_recall(y, p)
+    assert isinstance(recall, np.ndarray) and recall.shape == (2,)
+    np.testing.assert_array_equal(recall, [1.0, 0.0])
+    assert classification_report(y, p)["acc"] == pytest.approx(0.9)
+
+
+def test_per_class_recall_by_hand():
+    """Recall of class c = correct predictions of c / images of class c (arg-max predictions)."""
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    p = torch.tensor(
+        [
+            [0.7, 0.2, 0.1],  # 0 -> 0
+            [0.1, 0.6, 0.3],  # 0 -> 1
+            [0.2, 0.5, 0.3],  # 1 -> 1
+            [0.1, 0.8, 0.1],  # 1 -> 1
+            [0.3, 0.3, 0.4],  # 1 -> 2
+            [0.1, 0.1, 0.8],  # 2 -> 2
+        ]
+    )
+    np.testing.assert_allclose(per_class_recall(y, p), [1 / 2, 2 / 3, 1.0])
+
+
+def test_per_class_recall_absent_class_is_zero():
+    """A class with no images gets recall 0 (not NaN, no warning), so the result always has K entries."""
+    y = np.array([0, 1, 1])
+    p = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
+    np.testing.assert_allclose(per_class_recall(y, p), [1.0, 0.5, 0.0])
+
+
+def test_per_class_recall_mean_is_balanced_accuracy():
+    """The mean of the per-class recalls is the balanced accuracy."""
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    p = np.eye(3)[[0, 1, 0, 1, 2, 2, 2, 0, 2]]
+    assert per_class_recall(y, p).mean() == pytest.approx(classification_report(y, p)["balanced_acc"])

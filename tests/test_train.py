@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlmi.models import MLP, LogisticRegression
-from dlmi.train import evaluate, fit, make_optimizer, predict, to_float
+from dlmi.train import balanced_class_weights, evaluate, fit, make_optimizer, make_scheduler, predict, to_float
 
 HISTORY_WITH_VAL = {
     "epoch", "train_loss", "train_acc", "lr", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auc", "seconds",
@@ -123,6 +126,125 @@ def test_evaluate_loss_of_confident_mistakes(toy):
         manual = F.cross_entropy(model(to_float(data.images)), data.labels).item()
     assert manual == pytest.approx(100.0)  # half the images (class 1) cost 200 each
     assert evaluate(model, data)["loss"] == pytest.approx(manual, rel=1e-4)
+
+
+def scheduled_lrs(build, epochs: int, lr: float = 1.0) -> tuple[list[float], float]:
+    """The learning rate of each of ``epochs`` epochs under ``build`` (stepped once per epoch, as fit does), and the final one."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = build(opt)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs, opt.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize(("epochs", "milestones"), [(4, [2, 3]), (8, [4, 6]), (20, [10, 15]), (100, [50, 75])])
+def test_step_schedule_is_multistep_at_half_and_three_quarters(epochs, milestones):
+    """"step" multiplies the rate by 0.1 after 50% and 75% of the epochs, exactly as MultiStepLR would."""
+    lrs, _ = scheduled_lrs(make_scheduler("step", epochs), epochs, lr=0.01)
+    reference, _ = scheduled_lrs(lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones, 0.1), epochs, lr=0.01)
+    assert lrs == pytest.approx(reference)
+    half, three_quarters = milestones
+    assert lrs[:half] == pytest.approx([0.01] * half)
+    assert lrs[half:three_quarters] == pytest.approx([0.001] * (three_quarters - half))
+    assert lrs[three_quarters:] == pytest.approx([0.0001] * (epochs - three_quarters))
+
+
+def test_step_schedule_custom_milestones_and_gamma():
+    """milestones and gamma are honoured."""
+    lrs, _ = scheduled_lrs(make_scheduler("step", 10, milestones=(0.3,), gamma=0.5), 10)
+    assert lrs == pytest.approx([1.0] * 3 + [0.5] * 7)
+
+
+@pytest.mark.parametrize("epochs", [5, 10, 30])
+def test_cosine_schedule_decays_to_zero(epochs):
+    """"cosine" starts at the base rate, falls every epoch along a half cosine, and reaches ~0 after the last epoch."""
+    lrs, final = scheduled_lrs(make_scheduler("cosine", epochs), epochs, lr=0.1)
+    assert lrs[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.1 * 0.1
+    assert final == pytest.approx(0.0, abs=1e-9)
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * t / epochs)) for t in range(epochs)])
+
+
+def test_constant_schedule():
+    """"constant" keeps the base rate."""
+    lrs, final = scheduled_lrs(make_scheduler("constant", 6), 6, lr=0.3)
+    assert lrs == pytest.approx([0.3] * 6) and final == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kind", ["constant", "step", "cosine"])
+@pytest.mark.parametrize("warmup", [1, 2, 3])
+def test_warmup_starts_at_a_tenth_and_reaches_the_base_rate(kind, warmup):
+    """Warm-up rises linearly from 0.1x over `warmup_epochs`; the next epoch runs at the full rate."""
+    epochs = 12
+    lrs, _ = scheduled_lrs(make_scheduler(kind, epochs, warmup_epochs=warmup), epochs, lr=0.5)
+    assert lrs[0] == pytest.approx(0.05)
+    expected = [0.5 * (0.1 + 0.9 * e / warmup) for e in range(warmup)]
+    assert lrs[:warmup] == pytest.approx(expected)
+    assert lrs[warmup] == pytest.approx(0.5)
+    assert max(lrs) == pytest.approx(0.5)
+
+
+def test_warmup_then_step_counts_the_remaining_epochs():
+    """With warm-up, the step milestones are fractions of the epochs after it."""
+    lrs, _ = scheduled_lrs(make_scheduler("step", 10, warmup_epochs=2), 10)
+    # 8 epochs after warm-up: decays after 4 and 6 of them
+    assert lrs[2:] == pytest.approx([1.0] * 4 + [0.1] * 2 + [0.01] * 2)
+
+
+def test_warmup_then_cosine_ends_at_zero():
+    """Cosine after warm-up still ends at ~0 after the planned epochs."""
+    lrs, final = scheduled_lrs(make_scheduler("cosine", 10, warmup_epochs=3), 10)
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))
+    assert final == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["linear", "Cosine", "multistep", ""])
+def test_make_scheduler_unknown_kind(kind):
+    """An unknown schedule is a ValueError at once (not when the optimiser arrives)."""
+    with pytest.raises(ValueError, match="'constant', 'step' or 'cosine'"):
+        make_scheduler(kind, 10)
+
+
+def test_balanced_class_weights_by_hand():
+    """Labels [0, 0, 0, 1]: w = N / (K N_c) = [4 / (2 * 3), 4 / (2 * 1)]."""
+    w = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, torch.tensor([4 / 6, 2.0]))
+
+
+def test_balanced_class_weights_of_balanced_labels_are_one():
+    """Equal class counts: every weight is 1."""
+    torch.testing.assert_close(balanced_class_weights(torch.arange(12) % 3, 3), torch.ones(3))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [2, 5])
+def test_balanced_class_weights_mean_over_images_is_one(seed, k):
+    """Averaged over the images (each taking its class's weight), the weight is 1; each class carries N / K in total."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.cat([torch.arange(k), torch.randint(0, k, (50,), generator=g)])
+    w = balanced_class_weights(labels, k)
+    assert w[labels].mean().item() == pytest.approx(1.0)
+    per_class = torch.zeros(k).index_add_(0, labels, w[labels])
+    torch.testing.assert_close(per_class, torch.full((k,), len(labels) / k))
+
+
+@pytest.mark.parametrize(("labels", "k", "missing"), [([0, 0, 1], 3, "[2]"), ([1, 1], 2, "[0]"), ([0, 3], 4, "[1, 2]")])
+def test_balanced_class_weights_missing_class(labels, k, missing):
+    """A class without examples is a ValueError naming it."""
+    with pytest.raises(ValueError, match=re.escape(missing)):
+        balanced_class_weights(torch.tensor(labels), k)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [0, 0, 1, 2, 3]])
+def test_balanced_class_weights_label_out_of_range(labels):
+    """A label >= n_classes is a ValueError, not a weight vector longer than n_classes."""
+    with pytest.raises(ValueError):
+        balanced_class_weights(torch.tensor(labels), 2)
 
 
 # --------------------------------------------------------------------------- fit
@@ -283,3 +405,58 @@ def test_divergence_within_an_epoch(toy):
     """Divergence inside an epoch (several batches) is caught by the training-loss check."""
     with pytest.raises(FloatingPointError, match=r"lower the learning rate \(lr=1000000.0\)"):
         fit(mlp(hidden=(32, 32, 32)), toy(), toy(seed=1), epochs=5, batch_size=16, optimizer="sgd", lr=1e6, seed=0)
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_fit_amp_setting_on_cpu(toy, amp):
+    """amp=False (and amp=True, bfloat16 autocast) train on the CPU and give finite results."""
+    result = fit(logreg(), toy(), toy(seed=1), epochs=2, batch_size=16, lr=0.05, seed=0, amp=amp)
+    h = result.history
+    assert len(h) == 2
+    assert h[["train_loss", "val_loss"]].notna().all().all()
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_fit_amp_false_matches_default_on_cpu(toy):
+    """On the CPU the default is no mixed precision: amp=False gives the same run as amp=None."""
+    a = fit(logreg(), toy(), toy(seed=1), epochs=2, batch_size=16, seed=0, amp=False)
+    b = fit(logreg(), toy(), toy(seed=1), epochs=2, batch_size=16, seed=0)
+    pd.testing.assert_frame_equal(a.history.drop(columns="seconds"), b.history.drop(columns="seconds"))
+
+
+class CountingModel(nn.Module):
+    """A logistic regression that counts its forward calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = logreg()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Count, then delegate."""
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("monitor", ["val_recall", "auc", "train_loss", "val_AUC", ""])
+def test_unknown_monitor_fails_before_training(toy, monitor):
+    """An unknown monitor is a ValueError listing the choices, raised before any training step."""
+    model = CountingModel()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="val_balanced_acc"):
+        fit(model, toy(), toy(seed=1), epochs=2, batch_size=16, lr=0.05, monitor=monitor, seed=0)
+    assert model.calls == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auc"])
+def test_every_known_monitor_is_accepted(toy, monitor):
+    """Every documented monitor works and picks a best epoch within the run."""
+    result = fit(logreg(), toy(n=32), toy(n=32, seed=1), epochs=2, batch_size=16, monitor=monitor, seed=0)
+    assert 1 <= result.best_epoch <= 2
+
+
+def test_monitor_is_not_checked_without_validation(toy):
+    """Without a validation split the monitor is unused, so any value is accepted."""
+    result = fit(logreg(), toy(), None, epochs=1, batch_size=16, monitor="anything", seed=0)
+    assert len(result.history) == 1

@@ -69,9 +69,9 @@ class BatchAugment(nn.Module):
             ],
             1,
         )
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        factor = uniform(1 - self.contrast, 1 + self.contrast).view(b, 1, 1, 1)
-        shift = uniform(-self.brightness, self.brightness).view(b, 1, 1, 1)
+        factor = uniform(1 - self.contrast, 1 + self.contrast).view(b, 1, 1, 1).to(x.dtype)
+        shift = uniform(-self.brightness, self.brightness).view(b, 1, 1, 1).to(x.dtype)
         return ((out - mean) * factor + mean + shift).clamp(0.0, 1.0)

@@ -53,6 +53,7 @@ __all__ = [
     "load_medmnist",
     "load_mednist",
     "load_ms_lesion",
+    "load_split",
     "md5sum",
     "MEDMNIST_V2_RESULTS",
     "medmnist_v2_table",
@@ -708,6 +709,24 @@ def load_mednist(split: str = "train") -> ImageSet:
         split,
         note,
     )
+
+
+def load_split(name: str, split: str = "train") -> ImageSet:
+    """Load one split of any image-classification dataset in the registry by its registry name.
+
+    ``"mednist"`` or a MedMNIST name (``"pathmnist"``, ``"pathmnist_64"``, ``"vesselmnist3d"``, ...).
+
+    Raises:
+        UnknownDatasetError: the name is not in the registry.
+        ValueError: the dataset is in the registry but is not an image-classification set.
+    """
+    spec = get_spec(name)
+    if name == "mednist":
+        return load_mednist(split)
+    if spec.folder != "medmnist":
+        raise ValueError(f"{name} is not an image-classification dataset; use mednist or a MedMNIST name")
+    flag, _, size = name.partition("_")
+    return load_medmnist(flag, split, int(size or 28))
 
 
 def load_ms_lesion(patient: str = "patient19") -> dict[str, np.ndarray]:

@@ -94,6 +94,8 @@ def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor
 
     ``w_c = N / (K * N_c)``, scikit-learn's "balanced" rule: a class half as frequent counts twice as much.
     """
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}); got values from {labels.min()} to {labels.max()}")
     counts = torch.bincount(labels, minlength=n_classes).float()
     if (counts == 0).any():
         raise ValueError(f"class(es) {torch.nonzero(counts == 0).flatten().tolist()} have no examples; cannot weight them")

@@ -91,12 +91,19 @@ class Recipe:
         )
 
 
+def _content_hash(data: ImageSet) -> str:
+    """SHA-256 of a split's images and labels, in order."""
+    digest = hashlib.sha256(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cache_key(recipe: Recipe, train: ImageSet, val: ImageSet) -> str:
     """A short hash of the recipe, the data (names, splits, notes, sizes), profile, device type and versions."""
     settings = get_settings()
     material = {
         "recipe": asdict(recipe),
-        "data": [(s.name, s.split, s.note, len(s), int(s.images.sum())) for s in (train, val)],
+        "data": [(s.name, s.split, s.note, s.classes, _content_hash(s)) for s in (train, val)],
         "profile": settings.profile,
         "device": settings.device.type,
         "versions": [dlmi.__version__, torch.__version__],

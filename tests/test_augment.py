@@ -1,0 +1,166 @@
+"""Tests of dlmi.augment: per-image random augmentation of float batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlmi.augment import BatchAugment
+
+NEUTRAL = {"hflip": 0.0, "vflip": 0.0, "degrees": 0.0, "scale": (1.0, 1.0), "translate": 0.0, "brightness": 0.0, "contrast": 0.0}
+
+
+def neutral(**changes) -> BatchAugment:
+    """A BatchAugment that changes nothing, except for the given settings."""
+    return BatchAugment(**{**NEUTRAL, **changes})
+
+
+def batch(b: int = 4, c: int = 1, h: int = 12, w: int = 10, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Random float images (B, C, H, W) uniform in [low, high] (not square, to catch swapped axes)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(b, c, h, w, generator=g) * (high - low) + low
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"vflip": 0.5, "degrees": 45.0, "scale": (0.5, 1.5), "translate": 0.3, "brightness": 0.5, "contrast": 0.8}],
+    ids=["default", "strong"],
+)
+def test_shape_dtype_range(channels, settings):
+    """Same shape and dtype as the input, values clamped to [0, 1]."""
+    x = batch(b=8, c=channels)
+    out = BatchAugment(**settings)(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert torch.isfinite(out).all()
+
+
+def test_input_is_left_unchanged():
+    """The input batch is not modified in place."""
+    x = batch()
+    before = x.clone()
+    BatchAugment()(x)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_neutral_settings_are_the_identity(channels):
+    """No flip, rotation, zoom, shift or intensity change: the output is the input."""
+    x = batch(c=channels)
+    torch.testing.assert_close(neutral()(x), x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("setting", "dim"), [("hflip", 3), ("vflip", 2)], ids=["hflip", "vflip"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_certain_flip_is_an_exact_mirror(setting, dim, channels):
+    """hflip=1 mirrors left-right (the W axis), vflip=1 up-down (the H axis), with nothing else."""
+    x = batch(c=channels)
+    out = neutral(**{setting: 1.0})(x)
+    torch.testing.assert_close(out, torch.flip(x, dims=[dim]), atol=1e-5, rtol=0)
+
+
+def test_both_flips():
+    """hflip=1 and vflip=1 together: a 180 degree turn."""
+    x = batch()
+    torch.testing.assert_close(neutral(hflip=1.0, vflip=1.0)(x), torch.flip(x, dims=[2, 3]), atol=1e-5, rtol=0)
+
+
+def test_flip_probability_is_per_image():
+    """hflip=0.5 flips about half of a batch of identical images, each image either mirrored or not."""
+    torch.manual_seed(0)
+    x = batch(b=1).expand(200, -1, -1, -1).contiguous()
+    out = neutral(hflip=0.5)(x)
+    same = (out - x).abs().amax(dim=(1, 2, 3)) < 1e-5
+    mirrored = (out - torch.flip(x, dims=[3])).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert (same ^ mirrored).all(), "each image is either unchanged or exactly mirrored"
+    assert 60 < int(mirrored.sum()) < 140
+
+
+def test_each_image_gets_its_own_draw():
+    """Two identical images in one batch come out different with the default settings."""
+    torch.manual_seed(0)
+    x = batch(b=1).expand(2, -1, -1, -1).contiguous()
+    out = BatchAugment()(x)
+    assert not torch.allclose(out[0], out[1], atol=1e-3)
+
+
+def test_reproducible_under_manual_seed():
+    """The global torch generator drives the draws: same seed, same output; another seed differs."""
+    x = batch(b=6, c=3)
+    aug = BatchAugment(vflip=0.5)
+    torch.manual_seed(3)
+    a = aug(x)
+    torch.manual_seed(3)
+    b = aug(x)
+    torch.manual_seed(4)
+    c = aug(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_brightness_adds_one_offset_per_image():
+    """brightness alone shifts every pixel of an image by the same amount, in [-brightness, brightness]."""
+    torch.manual_seed(0)
+    x = batch(b=16, low=0.3, high=0.7)  # far from 0 and 1: no clamping
+    diff = neutral(brightness=0.2)(x) - x
+    offset = diff.flatten(1)
+    torch.testing.assert_close(offset, offset[:, :1].expand_as(offset), atol=1e-5, rtol=0)
+    assert (offset.abs() <= 0.2 + 1e-5).all()
+    assert offset[:, 0].std() > 0.01, "the offsets differ between images"
+
+
+def test_contrast_scales_deviation_from_the_image_mean():
+    """contrast alone multiplies each image's deviation from its mean by one factor in [1-c, 1+c]."""
+    torch.manual_seed(0)
+    x = batch(b=16, c=3, low=0.4, high=0.6)  # no clamping even at factor 1.5
+    out = neutral(contrast=0.5)(x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(out.mean(dim=(1, 2, 3), keepdim=True), mean, atol=1e-5, rtol=0)
+    factor = ((out - mean) * (x - mean)).sum(dim=(1, 2, 3)) / ((x - mean) ** 2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(out - mean, (x - mean) * factor.view(-1, 1, 1, 1), atol=1e-5, rtol=0)
+    assert ((factor >= 0.5 - 1e-5) & (factor <= 1.5 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("setting", [{"degrees": 30.0}, {"scale": (0.6, 0.8)}, {"translate": 0.25}])
+def test_geometric_settings_change_the_image(setting):
+    """A rotation, a zoom or a shift alone moves pixels (but keeps the mean intensity roughly)."""
+    torch.manual_seed(0)
+    x = batch(b=8, h=16, w=16)
+    out = neutral(**setting)(x)
+    change = (out - x).abs().amax(dim=(1, 2, 3))
+    assert change.min() > 1e-4, "every image moves (a draw can be small, never exactly neutral)"
+    assert change.max() > 0.2
+    torch.testing.assert_close(out.mean(), x.mean(), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        torch.zeros(2, 1, 8, 8, dtype=torch.uint8),
+        torch.zeros(2, 1, 8, 8, dtype=torch.int64),
+        torch.zeros(1, 8, 8),
+        torch.zeros(8, 8),
+        torch.zeros(1, 1, 4, 8, 8),
+    ],
+    ids=["uint8", "int64", "3d", "2d", "5d"],
+)
+def test_rejects_non_float_or_wrong_rank(x):
+    """Integer images (not yet scaled to [0, 1]) or anything but (B, C, H, W) is a ValueError."""
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        BatchAugment()(x)
+
+
+def test_float64_input():
+    """A float64 batch is accepted (it is a float batch) and comes back as float64."""
+    x = batch().double()
+    out = neutral(hflip=1.0)(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.flip(x, dims=[3]), atol=1e-5, rtol=0)
+
+
+def test_is_a_module_without_parameters():
+    """BatchAugment is an nn.Module with nothing to train (safe to put in an nn.Sequential)."""
+    aug = BatchAugment()
+    assert isinstance(aug, torch.nn.Module)
+    assert list(aug.parameters()) == []
