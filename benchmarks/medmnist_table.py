@@ -31,10 +31,20 @@ BUDGET = {
 DEFAULT = dict(epochs=20, widths=(32, 64, 128), blocks=(1, 1, 1), hflip=0.0, vflip=0.0)
 
 
-def recipe_for(name: str, seed: int) -> zoo.Recipe:
-    """The final recipe with this dataset's budget."""
+def recipe_for(name: str, seed: int, three_d: bool = False) -> zoo.Recipe:
+    """The final recipe with this dataset's budget (3D sets: a 3D SmallCNN, no 2D augmentation)."""
     b = BUDGET.get(name.split("_")[0], DEFAULT)
     base = zoo.book_recipe("final")
+    if three_d:
+        return zoo.book_recipe(
+            "final",
+            model="SmallCNN",
+            model_kwargs={"widths": (16, 32, 64), "spatial_dims": 3},
+            augment=None,
+            epochs=b["epochs"],
+            warmup_epochs=max(1, b["epochs"] // 20),
+            seed=seed,
+        )
     return zoo.book_recipe(
         "final",
         epochs=b["epochs"],
@@ -51,7 +61,7 @@ def run(name: str, seeds: list[int]) -> pd.DataFrame:
     print(f"\n{name}: {tr.note}")
     rows = []
     for seed in seeds:
-        recipe = recipe_for(name, seed)
+        recipe = recipe_for(name, seed, three_d=tr.images.ndim == 5)
         wall, cpu = time.perf_counter(), time.process_time()
         result = recipe.fit(tr, va)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -44,10 +44,14 @@ def common_dataset(name: str, split: data.ImageSet) -> torch.utils.data.Dataset:
     """``medmnist``'s own Dataset class where it can read the file, else the same per-item PIL path."""
     flag, _, size = name.partition("_")
     to_tensor = transforms.ToTensor()
-    if flag in INFO and not flag.endswith("3d") and INFO[flag]["n_samples"][split.split] == len(split):
+    if flag in INFO and INFO[flag]["n_samples"][split.split] == len(split):
         path = data.fetch(name).folder
         cls = getattr(medmnist, INFO[flag]["python_class"])
-        return cls(split=split.split, transform=to_tensor, root=str(path), size=int(size or 28))
+        # 2D: PIL image -> ToTensor; 3D: medmnist returns float arrays in [0, 1], collated as they are
+        transform = to_tensor if split.images.ndim == 4 else None
+        return cls(split=split.split, transform=transform, root=str(path), size=int(size or 28))
+    if split.images.ndim == 5:
+        raise ValueError(f"{name}: no per-item reference pipeline for a 3D set other than medmnist's own")
     arrays = split.images.numpy()
     arrays = arrays[:, 0] if arrays.shape[1] == 1 else np.moveaxis(arrays, 1, -1)
     return PerItemPIL(arrays, split.labels.numpy(), to_tensor)
@@ -58,7 +62,7 @@ def time_epoch(batches, model: nn.Module | None, device: torch.device) -> float:
     opt = torch.optim.Adam(model.parameters(), 1e-3) if model is not None else None
     start = time.perf_counter()
     for x, y in batches():
-        x, y = x.to(device), torch.as_tensor(y).reshape(-1).long().to(device)
+        x, y = x.to(device).float(), torch.as_tensor(y).reshape(-1).long().to(device)
         if model is not None:
             loss = nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -90,7 +94,8 @@ def main() -> None:
 
     def model():
         seed_everything()
-        return models.SmallCNN(split.images.shape[1], split.n_classes).to(device)
+        dims = split.images.ndim - 2  # 2D images or 3D volumes
+        return models.SmallCNN(split.images.shape[1], split.n_classes, spatial_dims=dims).to(device)
 
     print(f"dataset {args.dataset}: {n:,} training images of shape {tuple(split.images.shape[1:])}; device {device}")
     rows = []

@@ -52,13 +52,14 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU, then 2x2 max pooling (halves H and W)."""
+def conv_block(in_channels: int, out_channels: int, spatial_dims: int = 2) -> nn.Sequential:
+    """3x3 (or 3x3x3) convolution, batch norm, ReLU, then max pooling that halves every side."""
+    conv, norm, pool = {2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d), 3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)}[spatial_dims]
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        conv(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        norm(out_channels),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        pool(2),
     )
 
 
@@ -73,17 +74,28 @@ class SmallCNN(nn.Module):
         n_classes: Number of classes.
         widths: Output channels of each conv block.
         dropout: Dropout probability before the head.
+        spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes ``(N, C, D, H, W)``.
     """
 
-    def __init__(self, in_channels: int, n_classes: int, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths: Sequence[int] = (16, 32, 64),
+        dropout: float = 0.0,
+        spatial_dims: int = 2,
+    ):
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         chans = [in_channels, *widths]
-        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*(conv_block(a, b, spatial_dims) for a, b in zip(chans[:-1], chans[1:])))
+        pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.pool = nn.Sequential(pool, nn.Flatten())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans[-1], n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> logits ``(N, n_classes)``."""
+        """``(N, C, H, W)`` or ``(N, C, D, H, W)`` -> logits ``(N, n_classes)``."""
         return self.head(self.pool(self.features(x)))
 
 
