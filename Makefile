@@ -32,10 +32,16 @@ $(BIN)/.installed: requirements.txt requirements-radiomics.txt pyproject.toml
 
 install: $(BIN)/.installed
 
-book: install
+# jupyter-cache re-executes a chapter when its code cells change, not when the package
+# they import does: a change to src/dlmi clears the cache so every chapter runs again.
+_build/.dlmi-source: $(wildcard src/dlmi/*.py)
+	rm -rf _build/.jupyter_cache
+	mkdir -p _build && touch $@
+
+book: install _build/.dlmi-source
 	tools/build_book.sh .
 
-test: install
+test: install _build/.dlmi-source
 	$(BIN)/python -m pytest -m "not built"
 	tools/build_book.sh .
 	$(BIN)/python -m pytest -m built

@@ -164,3 +164,16 @@ def test_is_a_module_without_parameters():
     aug = BatchAugment()
     assert isinstance(aug, torch.nn.Module)
     assert list(aug.parameters()) == []
+
+
+def test_channel_gain_scales_each_channel_by_its_own_factor():
+    """channel_gain multiplies every channel of every image by one factor in [1-g, 1+g], drawn per channel."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 8, 8) * 0.5 + 0.1  # stays inside [0, 1] after a gain of at most 1.2
+    out = neutral(channel_gain=0.2)(x)
+    ratio = out / x
+    per_channel = ratio.flatten(2)
+    assert torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel), atol=1e-5)
+    gains = per_channel[..., 0]
+    assert ((gains >= 0.8 - 1e-6) & (gains <= 1.2 + 1e-6)).all()
+    assert gains.std(dim=1).min() > 0  # the channels of an image get different factors

@@ -28,6 +28,8 @@ class BatchAugment(nn.Module):
         translate: Shifts are uniform in ``[-translate, translate]`` of the image size.
         brightness: Adds a uniform offset in ``[-brightness, brightness]``.
         contrast: Multiplies the deviation from each image's mean by a factor in ``[1-contrast, 1+contrast]``.
+        channel_gain: Multiplies each colour channel by its own factor in ``[1-gain, 1+gain]``:
+            a crude stain/colour jitter for H&E histology, where centres differ in staining.
 
     Input and output: float images ``(B, C, H, W)`` in [0, 1]; the output is clamped to [0, 1].
     Uses the global torch random generator, so :func:`dlmi.config.seed_everything` makes it repeatable.
@@ -42,11 +44,12 @@ class BatchAugment(nn.Module):
         translate: float = 0.1,
         brightness: float = 0.1,
         contrast: float = 0.1,
+        channel_gain: float = 0.0,
     ):
         super().__init__()
         self.hflip, self.vflip, self.degrees = hflip, vflip, degrees
         self.scale, self.translate = scale, translate
-        self.brightness, self.contrast = brightness, contrast
+        self.brightness, self.contrast, self.channel_gain = brightness, contrast, channel_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Augment a float batch ``(B, C, H, W)``."""
@@ -74,4 +77,8 @@ class BatchAugment(nn.Module):
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         factor = uniform(1 - self.contrast, 1 + self.contrast).view(b, 1, 1, 1).to(x.dtype)
         shift = uniform(-self.brightness, self.brightness).view(b, 1, 1, 1).to(x.dtype)
-        return ((out - mean) * factor + mean + shift).clamp(0.0, 1.0)
+        out = (out - mean) * factor + mean + shift
+        if self.channel_gain > 0:
+            gain = torch.rand(b, x.shape[1], 1, 1, device=dev) * (2 * self.channel_gain) + (1 - self.channel_gain)
+            out = out * gain.to(x.dtype)
+        return out.clamp(0.0, 1.0)

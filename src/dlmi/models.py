@@ -114,6 +114,9 @@ class SmallResNet(nn.Module):
         widths: Channels of each stage.
         blocks: Residual blocks per stage.
         dropout: Dropout probability before the head.
+        input_norm: Standardise every channel of every image on its own (instance norm without
+            learned parameters) before the stem: removes per-image brightness and colour casts,
+            such as the staining differences between pathology centres.
     """
 
     def __init__(
@@ -123,12 +126,16 @@ class SmallResNet(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
         blocks: Sequence[int] = (1, 1, 1),
         dropout: float = 0.0,
+        input_norm: bool = False,
     ):
         super().__init__()
         if len(widths) != len(blocks):
             raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must have the same length")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+            nn.InstanceNorm2d(in_channels) if input_norm else nn.Identity(),
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
         )
         stages, width = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):

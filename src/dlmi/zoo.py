@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
@@ -98,15 +99,23 @@ def _content_hash(data: ImageSet) -> str:
     return digest.hexdigest()
 
 
+def _package_hash() -> str:
+    """SHA-256 of the dlmi package's source: changed training code means a changed model."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(dlmi.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(recipe: Recipe, train: ImageSet, val: ImageSet) -> str:
-    """A short hash of the recipe, the data (names, splits, notes, sizes), profile, device type and versions."""
+    """A short hash of the recipe, the data (content), profile, device type, versions and the package source."""
     settings = get_settings()
     material = {
         "recipe": asdict(recipe),
         "data": [(s.name, s.split, s.note, s.classes, _content_hash(s)) for s in (train, val)],
         "profile": settings.profile,
         "device": settings.device.type,
-        "versions": [dlmi.__version__, torch.__version__],
+        "versions": [dlmi.__version__, torch.__version__, _package_hash()],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
