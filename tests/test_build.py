@@ -45,10 +45,19 @@ def cell(source: str) -> str:
 
 
 def make_book(root: Path, body: str) -> Path:
-    """Write a one-page book: the repository's _config.yml (with an empty bibliography), a _toc.yml, intro.md."""
+    """Write a one-page book: the repository's _config.yml (empty bibliography, no PDFs), a _toc.yml, intro.md."""
     root.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     config["bibtex_bibfiles"] = ["references.bib"]
+    # local Sphinx extensions (tools/) load from the repository; the book's PDFs are not made here
+    sphinx = config.get("sphinx", {})
+    for name, path in (sphinx.get("local_extensions") or {}).items():
+        sphinx["local_extensions"][name] = str((REPO / path).resolve())
+    sphinx.get("config", {}).pop("dlmi_pdfs", None)
+    launch = sphinx.get("config", {}).get("dlmi_launch")
+    if launch:  # the Colab notebooks' pins and the package's imports are the repository's
+        launch["requirements"] = [str(REPO / path) for path in launch["requirements"]]
+        launch["package_source"] = str(REPO / launch["package_source"])
     (root / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (root / "references.bib").write_text("")
     (root / "_toc.yml").write_text("format: jb-book\nroot: intro\n")

@@ -185,3 +185,229 @@ def test_figures_display_as_png_in_ipython(ipython_shell):
     fig = plots.filters(torch.randn(4, 1, 3, 3))
     data, _ = ipython_shell.display_formatter.format(fig)
     assert "image/png" in data, f"only {sorted(data)}: display(fig) would show {data['text/plain']!r}"
+
+
+# --- io figures (dlmi.io helpers) ---
+
+
+def _volume_with_mask(codes: str = "LAS", zooms=(1.0, 1.0, 2.0)):
+    """A 20 x 16 x 12 nibabel volume, a bright block on the patient's right, and its label map."""
+    import nibabel as nib
+
+    signs = {"R": 1.0, "L": -1.0, "A": 1.0, "P": -1.0, "S": 1.0, "I": -1.0}
+    affine = np.diag([signs[c] * z for c, z in zip(codes, zooms)] + [1.0])
+    data = np.full((20, 16, 12), 10.0, np.float32)
+    labels = np.zeros(data.shape, np.uint8)
+    # RAS+ world: x grows towards the patient's right, so with i towards the left ("L..") the right is at low i
+    right = slice(0, 6) if codes[0] == "L" else slice(14, 20)
+    data[right, 5:10, 4:8] = 100.0
+    labels[right, 5:10, 4:8] = 2
+    return nib.Nifti1Image(data, affine), nib.Nifti1Image(labels, affine)
+
+
+@pytest.mark.parametrize("codes", ["LAS", "RAS", "LPS"])
+def test_three_planes_radiological_orientation(tmp_path, codes):
+    """Whatever the stored orientation, the patient's right is on the viewer's left in the axial panel."""
+    image, mask = _volume_with_mask(codes)
+    fig = plots.three_planes(image, mask, label_names={2: "lesion"}, title="t")
+    assert title_of(fig) == "t"
+    assert [ax.get_title().split()[0] for ax in fig.axes] == ["axial", "coronal", "sagittal"]
+    axial = fig.axes[0].images[0].get_array()
+    half = axial.shape[1] // 2
+    assert axial[:, :half].max() == 100.0 and axial[:, half:].max() == 10.0
+    letters = {t.get_text() for t in fig.axes[0].texts}
+    assert letters == {"R", "L", "A", "P"}
+    assert [t.get_text() for t in fig.axes[0].texts[:2]] == ["R", "L"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lesion"]
+    assert saves(fig, tmp_path / "p.png")
+
+
+def test_three_planes_neurological_and_aspect():
+    """Neurological view puts the right on the right; the aspect follows the voxel spacing."""
+    image, mask = _volume_with_mask("RAS", zooms=(1.0, 1.0, 2.0))
+    fig = plots.three_planes(image, mask, radiological=False)
+    axial = fig.axes[0].images[0].get_array()
+    half = axial.shape[1] // 2
+    assert axial[:, half:].max() == 100.0
+    assert [t.get_text() for t in fig.axes[0].texts[:2]] == ["L", "R"]
+    assert fig.axes[0].get_aspect() == 1.0 and fig.axes[1].get_aspect() == 2.0 and fig.axes[2].get_aspect() == 2.0
+    assert "neurological" in title_of(fig)
+
+
+def test_three_planes_default_point_and_outline(tmp_path):
+    """Without a point the planes cross where the mask is; outline mode draws contours, not a fill."""
+    image, mask = _volume_with_mask("RAS")
+    fig = plots.three_planes(image, mask, outline=True)
+    assert "slice 4" in fig.axes[0].get_title()  # k: mask in slices 4..7, the first maximum
+    assert "slice 5" in fig.axes[1].get_title() and "slice 14" in fig.axes[2].get_title()
+    assert all(len(ax.images) == 1 for ax in fig.axes)
+    assert all(len(ax.collections) >= 1 for ax in fig.axes)
+    assert saves(fig, tmp_path / "o.png")
+    no_mask = plots.three_planes(image)
+    assert all(len(ax.images) == 1 for ax in no_mask.axes) and not no_mask.legends
+
+
+def test_three_planes_rejects_mismatched_mask():
+    import nibabel as nib
+
+    image, _ = _volume_with_mask("RAS")
+    other = nib.Nifti1Image(np.zeros((10, 8, 6), np.uint8), image.affine)
+    with pytest.raises(ValueError, match="different voxel grids"):
+        plots.three_planes(image, other)
+    with pytest.raises(ValueError, match="outside"):
+        plots.three_planes(image, point=(50, 0, 0))
+
+
+def test_label_resampling_figure(tmp_path):
+    """Three close-ups and one bar per invalid value; whole-number invalid values in their own colour."""
+    import nibabel as nib
+
+    from dlmi import io
+
+    labels = np.zeros((16, 14, 10), np.uint8)
+    labels[3:8, 3:10, 2:8] = 2
+    labels[8:13, 3:10, 2:8] = 4
+    demo = io.label_interpolation(nib.Nifti1Image(labels, np.eye(4)), 1.5)
+    fig = plots.label_resampling(demo, label_names={2: "oedema", 4: "enhancing"})
+    assert len(fig.axes) == 4
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes[:3]] == ["original", "linear interpolation", "nearest neighbour"]
+    bars = fig.axes[3].patches
+    assert len(bars) == len(demo.invalid_values)
+    colours = {v: b.get_facecolor()[:3] for v, b in zip(demo.invalid_values, bars)}
+    fractional = next(v for v in demo.invalid_values if v != round(v))
+    assert 3.0 in colours and colours[3.0] != colours[fractional]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["oedema", "enhancing"] and len(legend) == 4
+    # the linear panel shows the invalid colours, the nearest panel does not
+    linear, nearest = fig.axes[1].images[0].get_array(), fig.axes[2].images[0].get_array()
+    magenta = np.all(np.isclose(linear, [1.0, 0.0, 1.0]), axis=-1)
+    assert magenta.any() and not np.all(np.isclose(nearest, [1.0, 0.0, 1.0]), axis=-1).any()
+    assert saves(fig, tmp_path / "l.png")
+
+
+def test_dicom_montage(tmp_path):
+    """One titled panel per image; header window, colour images and missing spacing are handled."""
+    from dlmi.io import DicomImage
+
+    grey = DicomImage("ct.dcm", "CT", np.linspace(-1000, 1000, 64, dtype=np.float32).reshape(8, 8), (0.5, 0.5), (40.0, 400.0), None, None)
+    colour = DicomImage("us.dcm", "US", np.zeros((6, 8, 3), np.uint8), None, None, None, None)
+    overlay = np.zeros((8, 8), bool)
+    overlay[2, 2] = True
+    marked = DicomImage("mr.dcm", "MR", np.ones((8, 8), np.float32), (1.0, 2.0), None, overlay, np.zeros((8, 8), bool))
+    fig = plots.dicom_montage([grey, colour, marked], cols=2, title="samples")
+    assert title_of(fig) == "samples"
+    assert len(fig.axes) == 4
+    assert fig.axes[0].get_title() == "ct.dcm\nCT, 8 x 8, 0.50 mm pixels"
+    assert "no pixel spacing" in fig.axes[1].get_title()
+    assert fig.axes[0].images[0].get_clim() == (-160.0, 240.0)
+    assert len(fig.axes[2].images) == 2 and fig.axes[2].get_aspect() == 0.5
+    assert not fig.axes[3].images
+    assert saves(fig, tmp_path / "d.png")
+
+
+# --- dlmi.inspect figures ---
+
+
+def inspect_sets(channels: int = 1) -> list[ImageSet]:
+    """train/val/test toy splits (3 classes) where val 1 copies train 2 and test 0 copies train 4 with another label."""
+    g = torch.Generator().manual_seed(1)
+    sets = []
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        images = torch.randint(0, 256, (n, channels, 8, 8), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n) % 3
+        sets.append(ImageSet(images, labels, ("a", "b", "a very long class name"), "multi-class", "toyset", split, ""))
+    sets[1].images[1] = sets[0].images[2]
+    sets[1].labels[1] = sets[0].labels[2]
+    sets[2].images[0] = sets[0].images[4]
+    sets[2].labels[0] = (sets[0].labels[4] + 1) % 3
+    return sets
+
+
+def test_class_balance_plot(tmp_path):
+    """One bar per (split, class), heights = shares; a dashed uniform line at 1/K."""
+    from dlmi import inspect
+
+    balance = inspect.class_balance(inspect_sets())
+    fig = plots.class_balance(balance, title="Balance")
+    ax = fig.axes[0]
+    assert title_of(fig) == "Balance"
+    assert len(ax.patches) == 3 * 3
+    np.testing.assert_allclose(sorted(p.get_height() for p in ax.patches), sorted(balance["share"]))
+    uniform = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(uniform) == 1 and uniform[0].get_ydata()[0] == pytest.approx(1 / 3)
+    assert "uniform" in uniform[0].get_label()
+    assert saves(fig, tmp_path / "b.png")
+    with pytest.raises(ValueError, match="class_balance"):
+        plots.class_balance(pd.DataFrame({"split": ["train"]}))
+
+
+def test_duplicate_pairs_plot(tmp_path):
+    """Pairs as columns (image a above image b), captioned with split, index and class; conflicts in red."""
+    from dlmi import inspect
+
+    sets = inspect_sets(channels=3)
+    pairs = inspect.exact_duplicates(sets)
+    assert len(pairs) == 2
+    fig = plots.duplicate_pairs(sets, pairs, n=4)
+    axes = np.array(fig.axes).reshape(2, 2)  # only two pairs exist: two columns
+    assert title_of(fig).startswith("Duplicate pairs")
+    assert all(len(ax.images) == 1 for ax in axes.ravel())
+    captions = [axes[0, c].get_title() + axes[1, c].get_xlabel() for c in range(2)]
+    assert any("val #1" in c and "train #2" in c for c in captions)
+    conflict = next(c for c in range(2) if "test #0" in axes[1, c].get_xlabel())
+    assert axes[1, conflict].xaxis.label.get_color() == "red"
+    assert "identical" in axes[0, conflict].get_title()
+    assert axes[0, 0].images[0].get_array().shape == (8, 8, 3)
+    assert saves(fig, tmp_path / "d.png")
+    with pytest.raises(ValueError, match="not in sets"):
+        plots.duplicate_pairs(sets[:1], pairs)
+    empty = plots.duplicate_pairs(sets, pairs.iloc[:0])
+    assert empty.axes[0].get_title() == "no pairs" and not any(ax.images for ax in empty.axes)
+    assert saves(empty, tmp_path / "e.png")
+
+
+def test_duplicate_pairs_plot_distance_format(tmp_path):
+    """Near-duplicate distances are printed with the given format."""
+    from dlmi import inspect
+
+    sets = inspect_sets()
+    pairs = inspect.exact_duplicates(sets).assign(exact=False, distance=[2.0, 4.0])
+    fig = plots.duplicate_pairs(sets, pairs, n=2, fmt="{:.0f} bits", title="Near")
+    assert [fig.axes[c].get_title().split("\n")[0] for c in range(2)] == ["2 bits", "4 bits"]
+    assert title_of(fig) == "Near"
+    assert saves(fig, tmp_path / "d.png")
+
+
+def test_statistics_by_class_plot(tmp_path):
+    """One panel per statistic, one box per class, scores in the panel titles."""
+    from dlmi import inspect
+
+    data = inspect_sets(channels=3)[0]
+    stats = inspect.image_statistics(data)
+    fig = plots.statistics_by_class(stats, data.labels, data.classes, features=["intensity", "eosin", "sharpness"],
+                                    scores={"eosin": "AUC 0.60"})  # fmt: skip
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(panels) == 3
+    assert [ax.get_title() for ax in panels] == ["intensity", "eosin\nAUC 0.60", "sharpness"]
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == list(data.classes)
+    assert title_of(fig) == "Per-image statistics by class"
+    assert saves(fig, tmp_path / "s.png")
+    with pytest.raises(ValueError, match="unknown statistics"):
+        plots.statistics_by_class(stats, data.labels, data.classes, features=["nope"])
+
+
+@pytest.mark.parametrize(("channels", "panels"), [(1, 1), (3, 3)])
+def test_split_histograms_plot(tmp_path, channels, panels):
+    """One panel per channel, one line per split (densities summing to 1); optionally one class only."""
+    sets = inspect_sets(channels)
+    fig = plots.split_histograms(sets, bins=16)
+    assert len(fig.axes) == panels
+    steps = fig.axes[0].patches
+    assert len(steps) == 3
+    heights = steps[0].get_data()[0]
+    assert heights.sum() == pytest.approx(1.0)
+    assert "toyset" in title_of(fig) and "all classes" in title_of(fig)
+    one = plots.split_histograms(sets, label=2)
+    assert "a very long class name" in title_of(one)
+    assert [p.get_label() for p in one.axes[-1].patches] == ["train (4)", "val (3)", "test (3)"]
+    assert saves(fig, tmp_path / "h.png")

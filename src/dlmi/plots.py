@@ -156,3 +156,441 @@ def embeddings(
     axes[-1].legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
     return fig
+
+
+# --- io figures (dlmi.io helpers) ---
+
+__all__ += ["dicom_montage", "label_resampling", "three_planes"]
+
+# Colours of label values 1, 2, 3, ... in overlays (label 0 is background and not drawn).
+LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#ffd92f", "#377eb8", "#ff7f00", "#984ea3", "#a65628", "#f781bf")
+INVALID_COLOUR, INVALID_WHOLE_COLOUR = "#ff00ff", "#00e5ff"
+
+
+def _to_ras_arrays(img) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """A nibabel image -> (RAS+ array, voxel spacing in mm, RAS+ affine)."""
+    import nibabel as nib
+
+    can = nib.as_closest_canonical(img)
+    data = np.asarray(can.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3-D image, got shape {data.shape}")
+    return data, tuple(float(z) for z in can.header.get_zooms()[:3]), can.affine
+
+
+def _label_overlay(labels: np.ndarray, values: Sequence[int]) -> tuple[np.ma.MaskedArray, "ListedColormap"]:
+    """Label slice -> colour-index array (background masked) and its colour map."""
+    from matplotlib.colors import ListedColormap
+
+    index = np.searchsorted(np.asarray(values), labels) + 1
+    colours = [LABEL_COLOURS[i % len(LABEL_COLOURS)] for i in range(len(values))]
+    return np.ma.masked_where(labels == 0, index), ListedColormap(colours)
+
+
+def _direction_letters(ax, left: str, right: str, top: str, bottom: str) -> None:
+    style = dict(transform=ax.transAxes, color="white", fontsize=9, fontweight="bold",
+                 bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6, linewidth=0))
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+
+
+def three_planes(
+    image,
+    mask=None,
+    point: Sequence[int] | None = None,
+    label_names: Mapping[int, str] | None = None,
+    title: str | None = None,
+    radiological: bool = True,
+    outline: bool = False,
+) -> Figure:
+    """Axial, coronal and sagittal slices through one point, with an optional label overlay.
+
+    Both images are first reoriented to RAS+ (``nibabel.as_closest_canonical``), so any stored
+    orientation is shown the same way: axial and coronal in radiological convention (the patient's
+    right on the viewer's left; ``radiological=False`` for neurological), sagittal with anterior on
+    the left. Each panel keeps the true physical aspect ratio (from the voxel spacing) and is
+    labelled with the anatomical directions R/L, A/P, S/I.
+
+    Args:
+        image: A 3-D nibabel image (NIfTI).
+        mask: Optional label map on the same voxel grid (0 = background), drawn in colour.
+        point: ``(i, j, k)`` voxel of the RAS+-reoriented image where the planes cross. Default:
+            for each axis the slice with most mask voxels, or the centre without a mask.
+        label_names: Legend names per label value, e.g. ``{1: "lesion"}``.
+        title: Figure title.
+        radiological: Radiological (default) or neurological left-right convention.
+        outline: Draw each label's outline instead of filling it (to see the intensities below).
+
+    Raises:
+        ValueError: not 3-D, or the mask is on another voxel grid.
+    """
+    from matplotlib.patches import Patch
+
+    data, (sx, sy, sz), affine = _to_ras_arrays(image)
+    labels = values = None
+    if mask is not None:
+        labels, _, mask_affine = _to_ras_arrays(mask)
+        if labels.shape != data.shape or not np.allclose(mask_affine, affine, atol=1e-3):
+            raise ValueError("mask and image are on different voxel grids; resample the mask onto the image (nearest neighbour)")
+        values = [int(v) for v in np.unique(labels) if v != 0]
+    if point is None:
+        if labels is not None and values:
+            fg = labels != 0
+            point = tuple(int(fg.sum(axis=tuple(a for a in range(3) if a != ax)).argmax()) for ax in range(3))
+        else:
+            point = tuple(n // 2 for n in data.shape)
+    i, j, k = (int(p) for p in point)
+    if not all(0 <= p < n for p, n in zip((i, j, k), data.shape)):
+        raise ValueError(f"point {point} lies outside the image of shape {data.shape}")
+    body = data[np.isfinite(data) & (data != 0)]
+    vmin, vmax = np.percentile(body, [0.5, 99.5]) if body.size else (0.0, 1.0)
+    nx, ny, _ = data.shape
+    lr = ("R", "L") if radiological else ("L", "R")
+
+    def flip_x(a: np.ndarray) -> np.ndarray:  # columns run along x (towards R): flip for radiological
+        return a[:, ::-1] if radiological else a
+
+    x_col = nx - 1 - i if radiological else i
+    planes = [  # name, slice index, image rows x cols, label slice, aspect, letters, crosshair (row, col)
+        ("axial", k, flip_x(data[:, :, k].T), None if labels is None else flip_x(labels[:, :, k].T), sy / sx, (*lr, "A", "P"), (j, x_col)),
+        ("coronal", j, flip_x(data[:, j, :].T), None if labels is None else flip_x(labels[:, j, :].T), sz / sx, (*lr, "S", "I"), (k, x_col)),
+        ("sagittal", i, data[i, ::-1, :].T, None if labels is None else labels[i, ::-1, :].T, sz / sy, ("A", "P", "S", "I"), (k, ny - 1 - j)),
+    ]
+    fig = new_figure(figsize=(12, 4.6))
+    axes = fig.subplots(1, 3)
+    for ax, (name, index, img, lab, aspect, letters, (row, col)) in zip(axes, planes):
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", aspect=aspect)
+        if lab is not None and values and outline:
+            # each label drawn thinner than the one before, so shared boundaries show both colours
+            for n, (v, width) in enumerate(zip(values, np.linspace(2.8, 1.0, len(values)))):
+                if (lab == v).any():
+                    ax.contour(lab == v, levels=[0.5], colors=[LABEL_COLOURS[n % len(LABEL_COLOURS)]], linewidths=float(width))
+            ax.set_xlim(-0.5, img.shape[1] - 0.5), ax.set_ylim(-0.5, img.shape[0] - 0.5)
+        elif lab is not None and values:
+            overlay, cmap = _label_overlay(lab, values)
+            ax.imshow(overlay, cmap=cmap, vmin=0.5, vmax=len(values) + 0.5, origin="lower", aspect=aspect, alpha=0.65, interpolation="nearest")
+        ax.axhline(row, color="#00bfff", lw=0.6, alpha=0.6)
+        ax.axvline(col, color="#00bfff", lw=0.6, alpha=0.6)
+        _direction_letters(ax, *letters)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"{name} (slice {index})", fontsize=10)
+    if values:
+        names = label_names or {}
+        handles = [Patch(color=LABEL_COLOURS[n % len(LABEL_COLOURS)], label=names.get(v, f"label {v}")) for n, v in enumerate(values)]
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    convention = "radiological" if radiological else "neurological"
+    spacing = f"{sx:g} x {sy:g} x {sz:g} mm"
+    fig.suptitle(title or f"Three planes through voxel ({i}, {j}, {k}), RAS+, {spacing} voxels, {convention} view")
+    return fig
+
+
+def _world_extent(shape: tuple[int, ...], affine: np.ndarray) -> list[float]:
+    """imshow extent (x0, x1, y0, y1) in mm of an axial slice of an axis-aligned RAS+ grid."""
+    (sx, sy), (ox, oy) = np.diag(affine)[:2], affine[:2, 3]
+    return [ox - sx / 2, ox + (shape[0] - 0.5) * sx, oy - sy / 2, oy + (shape[1] - 0.5) * sy]
+
+
+def _label_rgb(labels: np.ndarray, valid: Sequence[int]) -> np.ndarray:
+    """Label slice -> RGB: valid labels in their colours, invalid values magenta (whole numbers cyan)."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.zeros(labels.shape + (3,))
+    values = np.round(labels, 3)
+    for n, v in enumerate(v for v in valid if v != 0):
+        rgb[values == v] = to_rgb(LABEL_COLOURS[n % len(LABEL_COLOURS)])
+    invalid = ~np.isin(values, valid)
+    whole = invalid & (values == np.round(values))
+    rgb[invalid & ~whole] = to_rgb(INVALID_COLOUR)
+    rgb[whole] = to_rgb(INVALID_WHOLE_COLOUR)
+    return rgb
+
+
+def label_resampling(demo, label_names: Mapping[int, str] | None = None, title: str | None = None, margin_mm: float = 12.0) -> Figure:
+    """A label map resampled with linear vs nearest-neighbour interpolation, invalid values highlighted.
+
+    Three axial close-ups of the same region (the slice with most labelled voxels, radiological view)
+    and a bar chart of the invalid values linear interpolation created in the whole volume:
+    fractional values in magenta, whole numbers that are not labels (e.g. 3) in cyan.
+
+    Args:
+        demo: A :class:`dlmi.io.LabelResampling` (from :func:`dlmi.io.label_interpolation`).
+        label_names: Legend names per label value.
+        title: Figure title.
+        margin_mm: Margin around the labelled region in the close-ups.
+    """
+    from matplotlib.patches import Patch
+
+    near = np.asarray(demo.nearest.dataobj)
+    z_out = int((near != 0).sum(axis=(0, 1)).argmax())
+    world = demo.nearest.affine @ np.array([0.0, 0.0, z_out, 1.0])
+    z_in = int(np.rint((np.linalg.inv(demo.original.affine) @ world)[2]))
+    orig = np.asarray(demo.original.dataobj)
+    panels = [
+        ("original", orig[:, :, z_in], demo.original.affine),
+        ("linear interpolation", np.asarray(demo.linear.dataobj)[:, :, z_out], demo.linear.affine),
+        ("nearest neighbour", near[:, :, z_out], demo.nearest.affine),
+    ]
+    fig = new_figure(figsize=(13, 4.8))
+    axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.25])
+    xs, ys = np.nonzero(orig[:, :, z_in])
+    corners = demo.original.affine[:2, :2] @ np.array([[xs.min(), xs.max()], [ys.min(), ys.max()]]) + demo.original.affine[:2, 3:4]
+    (x0, x1), (y0, y1) = np.sort(corners[0]), np.sort(corners[1])
+    for ax, (name, sl, aff) in zip(axes, panels):
+        ax.imshow(np.transpose(_label_rgb(sl, demo.valid), (1, 0, 2)), origin="lower", extent=_world_extent(sl.shape, aff), interpolation="nearest")
+        ax.set_xlim(x1 + margin_mm, x0 - margin_mm)  # radiological: patient's right on the left
+        ax.set_ylim(y0 - margin_mm, y1 + margin_mm)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"{name}\n{abs(aff[0, 0]):g} mm voxels", fontsize=10)
+        _direction_letters(ax, "R", "L", "A", "P")
+    bars = fig.axes[3]
+    whole = [v == round(v) for v in demo.invalid_values]
+    bars.bar(range(len(demo.invalid_values)), demo.invalid_counts, color=[INVALID_WHOLE_COLOUR if w else INVALID_COLOUR for w in whole], edgecolor="black", linewidth=0.4)
+    bars.set_xticks(range(len(demo.invalid_values)), [f"{v:g}" for v in demo.invalid_values], rotation=90, fontsize=8)
+    bars.set_yscale("log")
+    bars.set_xlabel("value after linear interpolation")
+    bars.set_ylabel("voxels in the whole volume")
+    bars.set_title(f"{demo.n_invalid:,} voxels hold no valid label\n(valid: {', '.join(str(v) for v in demo.valid)})", fontsize=10)
+    names = label_names or {}
+    handles = [Patch(color=LABEL_COLOURS[n % len(LABEL_COLOURS)], label=names.get(v, f"label {v}")) for n, v in enumerate(v for v in demo.valid if v != 0)]
+    handles += [Patch(color=INVALID_COLOUR, label="invalid: fractional value"), Patch(color=INVALID_WHOLE_COLOUR, label="invalid: whole number that is no label")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    fig.suptitle(title or "Resampling a label map: linear interpolation invents labels, nearest neighbour does not")
+    return fig
+
+
+def dicom_montage(images: Sequence, cols: int = 3, title: str = "DICOM images") -> Figure:
+    """One panel per DICOM image, each titled with file name, modality, size and pixel spacing.
+
+    Greyscale images use the display window from their header (else the 1st-99th percentile of
+    their data pixels); colour images are shown as stored. The physical aspect ratio comes from
+    the pixel spacing. A graphics overlay, if the file has one, is drawn in red.
+
+    Args:
+        images: :class:`dlmi.io.DicomImage` objects (from :func:`dlmi.io.read_dicom_image`).
+        cols: Panels per row.
+        title: Figure title.
+    """
+    from matplotlib.colors import ListedColormap
+
+    rows = int(np.ceil(len(images) / cols))
+    fig = new_figure(figsize=(3.6 * cols, 3.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image in zip(axes, images):
+        aspect = image.spacing[0] / image.spacing[1] if image.spacing else 1.0
+        if image.pixels.ndim == 3:
+            ax.imshow(image.pixels, aspect=aspect)
+        else:
+            if image.window is not None:
+                centre, width = image.window
+                vmin, vmax = centre - width / 2, centre + width / 2
+            else:
+                keep = image.pixels if image.padding is None else image.pixels[~image.padding]
+                vmin, vmax = np.percentile(keep, [1, 99])
+            ax.imshow(image.pixels, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
+        if image.overlay is not None and image.overlay.any():
+            ax.imshow(np.ma.masked_where(~image.overlay, image.overlay), cmap=ListedColormap(["red"]), aspect=aspect, interpolation="nearest")
+        h, w = image.pixels.shape[:2]
+        spacing = f"{image.spacing[1]:.2f} mm pixels" if image.spacing else "no pixel spacing"
+        ax.set_title(f"{image.name}\n{image.modality}, {w} x {h}, {spacing}", fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+# --- inspect figures (dlmi.inspect helpers) ---
+
+
+__all__ += ["class_balance", "duplicate_pairs", "split_histograms", "statistics_by_class"]
+
+
+def _wrap(text: str, width: int = 16) -> str:
+    """Wrap a long class name onto several short lines."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
+
+
+def class_balance(balance: pd.DataFrame, title: str | None = None) -> Figure:
+    """Share of every class in every split as grouped bars, with the uniform share 1/K as a line.
+
+    Args:
+        balance: A table from :func:`dlmi.inspect.class_balance` (columns split, class, count, share, uniform).
+        title: Figure title (default: "Class balance per split").
+    """
+    need = {"split", "class", "count", "share", "uniform"}
+    if not need <= set(balance.columns):
+        raise ValueError(f"balance needs columns {sorted(need)}; pass a table from dlmi.inspect.class_balance")
+    splits = list(dict.fromkeys(balance["split"]))
+    classes = list(dict.fromkeys(balance["class"]))
+    k, s = len(classes), len(splits)
+    fig = new_figure(figsize=(min(11.0, max(5.0, 0.85 * k * max(s, 2) / 2 + 2.5)), 3.8))
+    ax = fig.subplots()
+    width = 0.8 / s
+    x = np.arange(k)
+    for p, split in enumerate(splits):
+        rows = balance[balance["split"] == split].set_index("class").reindex(classes)
+        pos = x + (p - (s - 1) / 2) * width
+        ax.bar(pos, rows["share"], width=width, color=f"C{p}", label=f"{split} ({int(rows['count'].sum()):,} images)")
+        if k <= 4:
+            for xi, share, n in zip(pos, rows["share"], rows["count"]):
+                ax.text(xi, share + 0.01, f"{int(n):,}", ha="center", va="bottom", fontsize=8)
+    uniform = float(balance["uniform"].iloc[0])
+    ax.axhline(uniform, color="k", ls="--", lw=1.2, label=f"uniform share (1/{k})")
+    ax.set_xticks(x, [_wrap(c, 14) for c in classes], fontsize=8, rotation=0 if k <= 4 else 35, ha="center" if k <= 4 else "right")
+    ax.set_ylabel("share of the split's images")
+    ax.set_ylim(0, min(1.0, max(float(balance["share"].max()), uniform) * 1.25))
+    ax.grid(alpha=0.3, axis="y")
+    if k <= 4:
+        ax.legend(fontsize=8, loc="upper left")
+    else:  # many classes: keep the legend clear of the bars
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title or "Class balance per split")
+    return fig
+
+
+def duplicate_pairs(
+    sets: Sequence[ImageSet], pairs: pd.DataFrame, n: int = 8, fmt: str = "distance {:.2g}", title: str | None = None
+) -> Figure:
+    """The first ``n`` pairs of a duplicate table side by side: image a above image b.
+
+    Each image is captioned with its split, index and class; the distance is above each pair.
+    Pairs whose labels disagree are framed and captioned in red.
+
+    Args:
+        sets: The splits the pairs refer to (matched by their ``split`` names).
+        pairs: A table from :func:`dlmi.inspect.exact_duplicates` or ``near_duplicates`` (already filtered and sorted).
+        n: Number of pairs (columns) to show.
+        fmt: Format of the distance, e.g. ``"{:.0f} bits"`` for perceptual hashes.
+        title: Figure title.
+    """
+    by_split = {s.split: s for s in sets}
+    shown = pairs.head(n)
+    missing = (set(shown["split_a"]) | set(shown["split_b"])) - set(by_split)
+    if missing:
+        raise ValueError(f"pairs refer to splits {sorted(missing)} that are not in sets {sorted(by_split)}")
+    cols = max(len(shown), 1)
+    fig = new_figure(figsize=(1.45 * cols + 0.4, 4.3))
+    axes = fig.subplots(2, cols, squeeze=False)
+    for c in range(cols):
+        for r in range(2):
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        if c >= len(shown):
+            axes[0, c].set_axis_off(), axes[1, c].set_axis_off()
+            axes[0, c].set_title("no pairs", fontsize=9)
+            continue
+        row = shown.iloc[c]
+        colour = "k" if bool(row["same_label"]) else "red"
+        for r, side in enumerate("ab"):
+            data = by_split[row[f"split_{side}"]]
+            index = int(row[f"index_{side}"])
+            img, cmap = _image(data.images[index])
+            ax = axes[r, c]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=255)
+            label = row[f"label_{side}"]
+            name = data.classes[label] if isinstance(label, (int, np.integer)) else str(label)
+            caption = f"{row[f'split_{side}']} #{index}\n{_wrap(name, 14)}"
+            if r == 0:
+                distance = "identical" if bool(row["exact"]) else fmt.format(row["distance"])
+                ax.set_title(f"{distance}\n\n{caption}", fontsize=7.5, color=colour)
+            else:
+                ax.set_xlabel(caption, fontsize=7.5, color=colour)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour), spine.set_linewidth(2 if colour == "red" else 0.8)
+    fig.suptitle(title or "Duplicate pairs (top: first image, bottom: its copy)")
+    return fig
+
+
+def statistics_by_class(
+    stats: pd.DataFrame,
+    labels: torch.Tensor | np.ndarray,
+    classes: Sequence[str],
+    features: Sequence[str] | None = None,
+    scores: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Box plots of per-image statistics, one panel per statistic and one box per class.
+
+    Boxes span the quartiles, the line is the median and whiskers reach 1.5 IQR (outliers not drawn).
+
+    Args:
+        stats: Per-image statistics, e.g. from :func:`dlmi.inspect.image_statistics`.
+        labels: Class index per image.
+        classes: Class names.
+        features: Columns to show (default: all).
+        scores: Optional text per feature (e.g. ``"AUC 0.76"``) added to the panel titles.
+        title: Figure title.
+    """
+    features = list(features or stats.columns)
+    unknown = sorted(set(features) - set(stats.columns))
+    if unknown:
+        raise ValueError(f"unknown statistics {unknown}; available: {list(stats.columns)}")
+    y = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if len(y) != len(stats):
+        raise ValueError(f"{len(stats)} rows of statistics but {len(y)} labels")
+    ncols = min(4, len(features))
+    nrows = int(np.ceil(len(features) / ncols))
+    fig = new_figure(figsize=(2.6 * ncols + 1.6, 0.32 * len(classes) * nrows + 1.2 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    present = [c for c in range(len(classes)) if (y == c).any()]
+    for p, ax in enumerate(axes.ravel()):
+        if p >= len(features):
+            ax.set_axis_off()
+            continue
+        f = features[p]
+        v = stats[f].to_numpy()
+        box = ax.boxplot([v[y == c] for c in present], positions=np.arange(len(present)), orientation="horizontal",
+                         showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "k"})  # fmt: skip
+        for c, patch in zip(present, box["boxes"]):
+            patch.set_facecolor(f"C{c % 10}"), patch.set_alpha(0.6)
+        ax.set_title(f if not scores or f not in scores else f"{f}\n{scores[f]}", fontsize=9)
+        ax.tick_params(axis="both", labelsize=7.5)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.grid(alpha=0.3, axis="x")
+    axes[0, 0].set_yticks(np.arange(len(present)), [classes[c] for c in present])
+    axes[0, 0].invert_yaxis()
+    fig.suptitle(title or "Per-image statistics by class")
+    return fig
+
+
+def split_histograms(sets: Sequence[ImageSet], bins: int = 32, label: int | None = None, title: str | None = None) -> Figure:
+    """Distribution of pixel values per channel, one line per split (all images, or one class).
+
+    Args:
+        sets: The splits to compare (same number of channels).
+        bins: Histogram bins over 0-255.
+        label: If given, only the images of this class.
+        title: Figure title.
+    """
+    from dlmi.inspect import channel_histograms
+
+    if not sets:
+        raise ValueError("no splits given: pass e.g. [train, val, test]")
+    channels = {int(s.images.shape[1]) for s in sets}
+    if len(channels) != 1:
+        raise ValueError(f"all splits must have the same number of channels, got {sorted(channels)}")
+    c = channels.pop()
+    names = ("red", "green", "blue") if c == 3 else ("grey level",)
+    fig = new_figure(figsize=(3.3 * c + 0.8, 3.0))
+    axes = fig.subplots(1, c, squeeze=False, sharey=True)[0]
+    edges = np.linspace(0, 256, bins + 1)
+    styles = ["-", "--", ":", "-."]
+    for p, s in enumerate(sets):
+        images = s.images if label is None else s.images[s.labels == label]
+        if len(images) == 0:
+            continue
+        hist = channel_histograms(images, bins=bins)
+        for ch, ax in enumerate(axes):
+            ax.stairs(hist[ch], edges, color=f"C{p}", ls=styles[p % 4], lw=1.6, label=f"{s.split} ({len(images):,})")
+    for ax, name in zip(axes, names):
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("pixel value")
+        ax.set_xlim(0, 256)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fraction of pixels")
+    axes[-1].legend(fontsize=8, title="split (images)", title_fontsize=8)
+    what = "all classes" if label is None else f"class {sets[0].classes[label]!r}"
+    fig.suptitle(title or f"{sets[0].name}: pixel values per channel and split ({what})")
+    return fig
