@@ -177,3 +177,66 @@ def test_channel_gain_scales_each_channel_by_its_own_factor():
     gains = per_channel[..., 0]
     assert ((gains >= 0.8 - 1e-6) & (gains <= 1.2 + 1e-6)).all()
     assert gains.std(dim=1).min() > 0  # the channels of an image get different factors
+
+
+# --------------------------------------------------------------------------- colour jitter (saturation, hue, greyscale)
+
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def pastel(b: int = 6) -> torch.Tensor:
+    """RGB images near mid-grey (values 0.4-0.6), so no colour change is clipped at 0 or 1."""
+    return batch(b=b, c=3, low=0.4, high=0.6)
+
+
+def test_hue_rotation_keeps_brightness_and_changes_colour():
+    """A hue change rotates the colour around the grey axis: same luma, different RGB."""
+    torch.manual_seed(0)
+    x = pastel()
+    out = neutral(hue=0.5)(x)
+    torch.testing.assert_close((out * LUMA).sum(1), (x * LUMA).sum(1), atol=1e-5, rtol=0)
+    assert (out - x).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
+def test_grey_pixels_are_unchanged_by_saturation_and_hue():
+    """Grey (R = G = B) has no colour to saturate or rotate."""
+    torch.manual_seed(0)
+    x = batch(b=6, c=1).expand(6, 3, 12, 10).contiguous()
+    torch.testing.assert_close(neutral(saturation=0.9, hue=0.5)(x), x, atol=1e-5, rtol=0)
+
+
+def test_certain_greyscale_gives_grey_images():
+    torch.manual_seed(0)
+    x = pastel()
+    out = neutral(grayscale=1.0)(x)
+    expected = (x * LUMA).sum(1, keepdim=True).expand_as(x)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_saturation_moves_along_the_grey_axis():
+    """Saturation keeps luma and scales each pixel's distance from its grey value by one factor per image."""
+    torch.manual_seed(0)
+    x = pastel()
+    out = neutral(saturation=0.5)(x)
+    grey_in, grey_out = (x * LUMA).sum(1, keepdim=True), (out * LUMA).sum(1, keepdim=True)
+    torch.testing.assert_close(grey_out, grey_in, atol=1e-5, rtol=0)
+    ratio = ((out - grey_out).flatten(1).norm(dim=1) / (x - grey_in).flatten(1).norm(dim=1))
+    assert ((ratio >= 0.5 - 1e-4) & (ratio <= 1.5 + 1e-4)).all() and ratio.std() > 0.01
+
+
+def test_colour_settings_leave_greyscale_images_and_defaults_alone():
+    """One-channel images ignore colour settings; zero colour settings draw no random numbers (old results stay)."""
+    x = batch(c=1)
+    torch.testing.assert_close(neutral(saturation=0.5, hue=0.2, grayscale=1.0)(x), x, atol=1e-5, rtol=0)
+    x3 = batch(c=3)
+    torch.manual_seed(4)
+    a = BatchAugment()(x3)
+    torch.manual_seed(4)
+    b = BatchAugment(saturation=0.0, hue=0.0, grayscale=0.0)(x3)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("hue", [-0.1, 0.6])
+def test_hue_out_of_range(hue):
+    with pytest.raises(ValueError, match="hue"):
+        BatchAugment(hue=hue)

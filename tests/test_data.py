@@ -450,6 +450,30 @@ def test_subset_size_must_be_positive(n):
     """n <= 0 is a ValueError."""
     with pytest.raises(ValueError, match="positive"):
         make_set((6, 4)).subset(n)
+    with pytest.raises(ValueError, match="positive"):
+        make_set((6, 4)).subset_index(n)
+
+
+def test_subset_index_names_the_subset():
+    """subset_index gives the sorted positions of exactly the images subset() keeps."""
+    full = make_set((60, 40))
+    index = full.subset_index(20, seed=3)
+    assert index.dtype == np.int64 and np.all(np.diff(index) > 0)
+    sub = full.subset(20, seed=3)
+    assert torch.equal(full.images[torch.from_numpy(index)], sub.images)
+    assert full.subset_index(None).tolist() == list(range(100))
+
+
+def test_content_hash_depends_on_pixels_and_labels_only():
+    """Same content, same hash (whatever the name); one changed pixel or label, another hash."""
+    from dlmi.data import content_hash
+
+    full = make_set((6, 4))
+    assert content_hash(full) == content_hash(replace(full, name="renamed", note="another note"))
+    pixels = full.images.clone()
+    pixels[0, 0, 0, 0] += 1
+    assert content_hash(replace(full, images=pixels)) != content_hash(full)
+    assert content_hash(replace(full, labels=full.labels.flip(0))) != content_hash(full)
 
 
 @pytest.mark.parametrize(("batch_size", "sizes"), [(4, [4, 4, 2]), (10, [10]), (64, [10])])
@@ -760,3 +784,55 @@ def test_medmnist_v2_table_unknown_flag(flag):
     """A dataset without stored results is a ValueError listing those that have some."""
     with pytest.raises(ValueError, match="pneumoniamnist"):
         medmnist_v2_table(flag)
+
+
+# --------------------------------------------------------------------------- binary_task
+
+
+@pytest.mark.parametrize("positive", ["c2", 2], ids=["by-name", "by-index"])
+def test_binary_task_relabels_one_class_against_the_rest(positive):
+    """Class c2 becomes 1, every other class 0; images and order are kept."""
+    from dlmi.data import binary_task
+
+    full = make_set((5, 3, 4, 2))
+    binary = binary_task(full, positive)
+    assert torch.equal(binary.images, full.images)
+    assert torch.equal(binary.labels, (full.labels == 2).long())
+    assert binary.labels.dtype == torch.int64
+    assert binary.classes == ("other", "c2") and binary.task == "binary-class" and binary.n_classes == 2
+    np.testing.assert_array_equal(binary.class_counts(), [10, 4])
+    assert "binary task: 'c2' (1) vs the other 3 classes (0)" in binary.note
+    assert binary_task(full, "c0", negative_name="rest").classes == ("rest", "c0")
+
+
+@pytest.mark.parametrize(
+    ("positive", "kwargs", "match"),
+    [("tumour", {}, "unknown class"), (7, {}, "out of range"), (-1, {}, "out of range"), ("c1", {"negative_name": "c1"}, "own name")],
+)
+def test_binary_task_bad_input(positive, kwargs, match):
+    from dlmi.data import binary_task
+
+    with pytest.raises(ValueError, match=match):
+        binary_task(make_set((5, 3, 4)), positive, **kwargs)
+
+
+def test_binary_task_needs_the_positive_class_and_single_labels():
+    from dlmi.data import binary_task
+
+    with pytest.raises(ValueError, match="no 'c2' image"):
+        binary_task(make_set((5, 3, 0)), "c2")
+    multi = ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.ones(2, 3), ("a", "b", "c"), "multi-label, binary-class", "t", "train", "")
+    with pytest.raises(ValueError, match="one class per image"):
+        binary_task(multi, "a")
+
+
+def test_binary_task_pathmnist(shared_data):
+    """PathMNIST: adenocarcinoma epithelium (class 8) against the other eight tissue classes."""
+    from dlmi.data import binary_task
+
+    require(shared_data, "medmnist/pathmnist.npz")
+    test = load_medmnist("pathmnist", "test")
+    binary = binary_task(test, "colorectal adenocarcinoma epithelium")
+    assert test.classes.index("colorectal adenocarcinoma epithelium") == 8
+    assert int(binary.labels.sum()) == int((test.labels == 8).sum()) == 1233
+    assert len(binary) == 7180

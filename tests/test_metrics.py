@@ -173,3 +173,128 @@ def test_per_class_recall_mean_is_balanced_accuracy():
     y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     p = np.eye(3)[[0, 1, 0, 1, 2, 2, 2, 0, 2]]
     assert per_class_recall(y, p).mean() == pytest.approx(classification_report(y, p)["balanced_acc"])
+
+
+# --------------------------------------------------------------------------- binary metrics at a threshold
+
+
+def test_binary_metrics_by_hand():
+    """4 positives, 6 negatives at threshold 0.5: TP 3, FN 1, FP 2, TN 4."""
+    from dlmi.metrics import binary_metrics
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.5, 0.2, 0.7, 0.6, 0.4, 0.3, 0.1, 0.0])
+    m = binary_metrics(y, s)
+    assert m["sensitivity"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["balanced_acc"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    assert m["predicted_positive"] == pytest.approx(5 / 10)
+    strict = binary_metrics(y, s, threshold=0.95)
+    assert strict["sensitivity"] == 0 and strict["precision"] == 0 and strict["specificity"] == 1
+
+
+def test_threshold_for_sensitivity():
+    """The highest threshold that still detects the target share of positives."""
+    from dlmi.metrics import binary_metrics, threshold_for_sensitivity
+
+    y = np.array([1] * 10 + [0] * 5)
+    s = np.concatenate([np.linspace(1.0, 0.1, 10), np.full(5, 0.5)])
+    t = threshold_for_sensitivity(y, s, 0.9)
+    assert t == pytest.approx(0.2)  # the 9th highest positive score
+    assert binary_metrics(y, s, t)["sensitivity"] == pytest.approx(0.9)
+    assert binary_metrics(y, s, t + 1e-6)["sensitivity"] < 0.9
+    assert threshold_for_sensitivity(y, s, 1.0) == pytest.approx(0.1)
+    assert threshold_for_sensitivity(y, s, 0.05) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "kwargs", "match"),
+    [
+        ([0, 1], [0.5], {}, "must be"),
+        ([0, 1], [[0.5, 0.5], [0.1, 0.9]], {}, "must be"),
+        ([0, 2], [0.5, 0.5], {}, "0 \\(negative\\) or 1"),
+        ([0, 1], [float("nan"), 0.5], {}, "NaN"),
+        ([0, 0], [0.1, 0.5], {"sensitivity": 0.9}, "no positive"),
+        ([0, 1], [0.1, 0.5], {"sensitivity": 1.5}, "sensitivity"),
+    ],
+)
+def test_binary_inputs_are_checked(labels, scores, kwargs, match):
+    from dlmi.metrics import binary_metrics, threshold_for_sensitivity
+
+    with pytest.raises(ValueError, match=match):
+        if kwargs:
+            threshold_for_sensitivity(np.array(labels), np.array(scores), **kwargs)
+        else:
+            binary_metrics(np.array(labels), np.array(scores))
+
+
+# --------------------------------------------------------------------------- bootstrap confidence intervals
+
+
+def _scored(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced labels and noisy scores (AUC about 0.8)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return y, y + rng.normal(0, 1.2, n)
+
+
+def test_bootstrap_ci_contains_the_estimate_and_narrows_with_n():
+    from sklearn.metrics import roc_auc_score
+
+    from dlmi.metrics import bootstrap_ci
+
+    y, s = _scored(200)
+    auc, low, high = bootstrap_ci(y, s, n_boot=300)
+    assert auc == pytest.approx(roc_auc_score(y, s))
+    assert low < auc < high and 0.5 < low and high < 1
+    y_big, s_big = _scored(3200, seed=1)
+    _, low_big, high_big = bootstrap_ci(y_big, s_big, n_boot=300)
+    assert high_big - low_big < (high - low) / 2  # 16 times the cases: about a quarter of the width
+
+
+def test_bootstrap_ci_is_deterministic_and_follows_alpha():
+    from dlmi.metrics import bootstrap_ci
+
+    y, s = _scored(120)
+    assert bootstrap_ci(y, s, n_boot=200, seed=3) == bootstrap_ci(y, s, n_boot=200, seed=3)
+    assert bootstrap_ci(y, s, n_boot=200, seed=3) != bootstrap_ci(y, s, n_boot=200, seed=4)
+    _, low95, high95 = bootstrap_ci(y, s, n_boot=200, alpha=0.05)
+    _, low50, high50 = bootstrap_ci(y, s, n_boot=200, alpha=0.5)
+    assert low95 <= low50 <= high50 <= high95
+
+
+def test_bootstrap_ci_perfect_scores_and_other_metrics():
+    from sklearn.metrics import f1_score
+
+    from dlmi.metrics import bootstrap_ci
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert bootstrap_ci(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), n_boot=50) == (1.0, 1.0, 1.0)
+    # (N, 2) probabilities of a binary task: the second column is the score
+    probs = np.stack([1 - np.linspace(0, 1, 6), np.linspace(0, 1, 6)], axis=1)
+    assert bootstrap_ci(y, probs, n_boot=50)[0] == 1.0
+    f1 = bootstrap_ci(y, np.array([0.1, 0.6, 0.3, 0.7, 0.8, 0.2]), metric=lambda t, p: f1_score(t, p >= 0.5), n_boot=50)
+    assert f1[0] == pytest.approx(f1_score(y, [0, 1, 0, 1, 1, 0]))
+    unstratified = bootstrap_ci(*_scored(100), n_boot=100, stratified=False)
+    assert unstratified[1] < unstratified[0] < unstratified[2]
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "match"),
+    [
+        ([1, 1, 1], [0.2, 0.5, 0.9], "single class"),
+        ([0, 1, 1], [0.2, float("nan"), 0.9], "NaN"),
+        ([0.0, float("nan"), 1.0], [0.2, 0.5, 0.9], "NaN"),
+        ([0, 1, 1], [0.2, 0.5], "scores must be"),
+        ([[0, 1]], [0.2, 0.5], "labels must be"),
+        ([0, 1, 1, 0], [0, 1, 1, 1], "hard predictions"),
+    ],
+)
+def test_bootstrap_ci_errors(labels, scores, match):
+    from dlmi.metrics import bootstrap_ci
+
+    with pytest.raises(ValueError, match=match):
+        bootstrap_ci(np.array(labels), np.array(scores), n_boot=10)

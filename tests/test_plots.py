@@ -411,3 +411,50 @@ def test_split_histograms_plot(tmp_path, channels, panels):
     assert "a very long class name" in title_of(one)
     assert [p.get_label() for p in one.axes[-1].patches] == ["train (4)", "val (3)", "test (3)"]
     assert saves(fig, tmp_path / "h.png")
+
+
+def test_roc_curves(tmp_path):
+    """One curve per method plus the chance line, AUCs in the legend, operating points marked."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    scores = {"perfect": np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), "reversed": np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])}
+    fig = plots.roc_curves(y, scores, points={"perfect": 0.5}, title="two models")
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["chance (AUC 0.5)", "perfect (AUC 1.000)", "reversed (AUC 0.000)"]
+    marker = ax.lines[2]  # chance, perfect, its operating point, reversed
+    assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (0.0, 1.0)  # threshold 0.5: no FP, all TP
+    assert title_of(fig) == "two models" and saves(fig, tmp_path / "roc.png")
+    with pytest.raises(ValueError, match="shape"):
+        plots.roc_curves(y, {"short": np.array([0.1, 0.2])})
+
+
+def _regions_frame() -> pd.DataFrame:
+    rows = []
+    for r, (volume, sphericity) in {"a": (5000.0, 0.9), "b": (80.0, 0.5), "c": (20.0, 0.7)}.items():
+        for k, s in enumerate(("FLAIR", "T1")):
+            rows.append({"region": r, "sequence": s, "shape_MeshVolume": volume, "shape_Sphericity": sphericity,
+                         "firstorder_Mean": k - 0.5, "glcm_Contrast": 10.0 * (k + 1)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_region_feature_bars(tmp_path):
+    """One panel per feature, one bar per (region, sequence) with the table's values."""
+    table = _regions_frame()
+    fig = plots.region_feature_bars(table, {"firstorder_Mean": "mean (z)", "glcm_Contrast": "GLCM contrast"}, title="bars")
+    assert [ax.get_title() for ax in fig.axes] == ["mean (z)", "GLCM contrast"]
+    heights = sorted(p.get_height() for p in fig.axes[1].patches)
+    assert heights == [10.0] * 3 + [20.0] * 3
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["FLAIR", "T1"]
+    assert title_of(fig) == "bars" and saves(fig, tmp_path / "bars.png")
+    with pytest.raises(ValueError, match="not in the table"):
+        plots.region_feature_bars(table, {"nope": "x"})
+
+
+def test_lesion_features(tmp_path):
+    """Left: one point per lesion (volume in ml against sphericity); right: one dot per lesion and sequence."""
+    fig = plots.lesion_features(_regions_frame())
+    left, right = fig.axes
+    np.testing.assert_allclose(sorted(left.collections[0].get_offsets()[:, 0]), [0.02, 0.08, 5.0])
+    assert len(right.collections) == 2 and all(len(c.get_offsets()) == 3 for c in right.collections)
+    assert [t.get_text() for t in right.get_xticklabels()] == ["FLAIR", "T1"]
+    assert saves(fig, tmp_path / "lesions.png")

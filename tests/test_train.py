@@ -460,3 +460,48 @@ def test_monitor_is_not_checked_without_validation(toy):
     """Without a validation split the monitor is unused, so any value is accepted."""
     result = fit(logreg(), toy(), None, epochs=1, batch_size=16, monitor="anything", seed=0)
     assert len(result.history) == 1
+
+
+# --------------------------------------------------------------------------- batch_loss (other training objectives)
+
+
+def test_batch_loss_cross_entropy_reproduces_the_default(toy):
+    """A batch_loss that computes the default loss trains exactly like fit without it; no accuracy is logged."""
+    plain = fit(mlp(dropout=0.3), toy(), None, epochs=3, batch_size=8, seed=2)
+    custom = fit(mlp(dropout=0.3), toy(), None, epochs=3, batch_size=8, seed=2,
+                 batch_loss=lambda model, x, y: F.cross_entropy(model(x), y))
+    pd.testing.assert_series_equal(plain.history["train_loss"], custom.history["train_loss"])
+    pd.testing.assert_series_equal(plain.history["lr"], custom.history["lr"])
+    sp, sc = plain.model.state_dict(), custom.model.state_dict()
+    assert all(torch.equal(sp[k], sc[k]) for k in sp)
+    assert plain.history["train_acc"].notna().all() and custom.history["train_acc"].isna().all()
+    assert custom.best_epoch == 3
+
+
+def test_batch_loss_sees_augmented_batches_and_labels(toy):
+    """batch_loss gets the model, the augmented float batch and its labels, every batch."""
+    seen = []
+
+    def loss(model, x, y):
+        assert x.dtype == torch.float32 and torch.all(x == 0.5), "the augmented batch"
+        seen.append((len(x), len(y)))
+        return model(x).pow(2).mean()
+
+    fit(logreg(), toy(n=40), None, epochs=1, batch_size=16, augment=lambda x: torch.full_like(x, 0.5), batch_loss=loss, seed=0)
+    assert seen == [(16, 16), (16, 16), (8, 8)]
+
+
+def test_batch_loss_without_labels_lowers_its_objective(toy):
+    """An unsupervised objective (shrink the outputs) is minimised through fit."""
+    result = fit(logreg(), toy(), None, epochs=5, batch_size=16, lr=0.05, seed=0,
+                 batch_loss=lambda model, x, y: model(x).pow(2).mean())
+    assert result.history["train_loss"].iloc[-1] < 0.5 * result.history["train_loss"].iloc[0]
+
+
+@pytest.mark.parametrize("extra", [{"val": "toy"}, {"loss_fn": nn.CrossEntropyLoss()}], ids=["val", "loss_fn"])
+def test_batch_loss_excludes_val_and_loss_fn(toy, extra):
+    """A batch_loss has no classification loss to score a validation split with."""
+    kwargs = {k: (toy(seed=1) if v == "toy" else v) for k, v in extra.items()}
+    val = kwargs.pop("val", None)
+    with pytest.raises(ValueError, match="batch_loss replaces"):
+        fit(logreg(), toy(), val, epochs=1, batch_loss=lambda m, x, y: m(x).sum(), **kwargs)

@@ -119,6 +119,7 @@ def test_cache_key_is_stable(toy):
         {"class_weighting": True},
         {"monitor": "val_loss"},
         {"patience": 3},
+        {"init": "pretrained-0123"},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -264,3 +265,36 @@ def test_book_recipe_unknown_name(name):
     """An unknown recipe name is a ValueError listing the known ones."""
     with pytest.raises(ValueError, match="final"):
         book_recipe(name)
+
+
+# --------------------------------------------------------------------------- entries, init and load_weights
+
+
+def test_entry_name_is_the_cache_file(toy, isolated_env):
+    """entry_name is the stem of the file train_recipe writes, also without a validation split."""
+    train, val = toy(n=32), toy(n=32, seed=1, split="val")
+    train_recipe("tiny", TINY, train, val)
+    assert (isolated_env / "zoo" / f"{zoo.entry_name('tiny', TINY, train, val)}.pt").is_file()
+    assert zoo.entry_name("tiny", TINY, train) != zoo.entry_name("tiny", TINY, train, val)
+
+
+def test_recipe_init_starts_from_a_cached_entry(toy):
+    """A recipe with init copies the entry's weights before training (lr 0: they stay), the rest fresh."""
+    train, val = toy(n=32), toy(n=32, seed=1, split="val")
+    source = train_recipe("tiny", TINY, train, val).model
+    entry = zoo.entry_name("tiny", TINY, train, val)
+    tuned = replace(TINY, init=entry, lr=0.0, epochs=1, seed=7).fit(train, val).model
+    torch.testing.assert_close(tuned.features[0][0].weight, source.features[0][0].weight)
+    torch.testing.assert_close(tuned.head[-1].weight, source.head[-1].weight)  # same shapes: the head too
+    fresh = replace(TINY, seed=7).build_model(1, 2)
+    assert not torch.equal(fresh.features[0][0].weight, source.features[0][0].weight)
+
+
+def test_load_weights_errors(toy):
+    train, val = toy(n=32), toy(n=32, seed=1, split="val")
+    with pytest.raises(FileNotFoundError, match="train it with dlmi.zoo.train_recipe"):
+        zoo.load_weights(TINY.build_model(1, 2), "nothing-here")
+    train_recipe("tiny", TINY, train, val)
+    other = Recipe(model="SmallResNet", model_kwargs={"widths": (3,), "blocks": (1,)}).build_model(1, 3)
+    with pytest.raises(ValueError, match="no tensor whose name and shape match"):
+        zoo.load_weights(other, zoo.entry_name("tiny", TINY, train, val))

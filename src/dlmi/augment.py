@@ -16,6 +16,9 @@ from torch import nn
 
 __all__ = ["BatchAugment"]
 
+# RGB -> YIQ (NTSC): Y is the luminance (grey value), I and Q the two colour axes.
+_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
 
 class BatchAugment(nn.Module):
     """Random flips, rotations, scaling, shifts and intensity changes, per image.
@@ -30,6 +33,11 @@ class BatchAugment(nn.Module):
         contrast: Multiplies the deviation from each image's mean by a factor in ``[1-contrast, 1+contrast]``.
         channel_gain: Multiplies each colour channel by its own factor in ``[1-gain, 1+gain]``:
             a crude stain/colour jitter for H&E histology, where centres differ in staining.
+        saturation: RGB only: moves each pixel towards or away from its grey value by a factor in
+            ``[1-saturation, 1+saturation]``.
+        hue: RGB only: rotates the colours around the grey axis (in YIQ space) by up to
+            ``hue`` of a full turn (0.5: any hue), which keeps each pixel's brightness.
+        grayscale: RGB only: probability of replacing an image by its grey values (all three channels).
 
     Input and output: float images ``(B, C, H, W)`` in [0, 1]; the output is clamped to [0, 1].
     Uses the global torch random generator, so :func:`dlmi.config.seed_everything` makes it repeatable.
@@ -45,11 +53,17 @@ class BatchAugment(nn.Module):
         brightness: float = 0.1,
         contrast: float = 0.1,
         channel_gain: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        grayscale: float = 0.0,
     ):
         super().__init__()
         self.hflip, self.vflip, self.degrees = hflip, vflip, degrees
         self.scale, self.translate = scale, translate
         self.brightness, self.contrast, self.channel_gain = brightness, contrast, channel_gain
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue must lie in [0, 0.5] (a fraction of a full turn), got {hue}")
+        self.saturation, self.hue, self.grayscale = saturation, hue, grayscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Augment a float batch ``(B, C, H, W)``."""
@@ -81,4 +95,29 @@ class BatchAugment(nn.Module):
         if self.channel_gain > 0:
             gain = torch.rand(b, x.shape[1], 1, 1, device=dev) * (2 * self.channel_gain) + (1 - self.channel_gain)
             out = out * gain.to(x.dtype)
+        if x.shape[1] == 3 and (self.saturation > 0 or self.hue > 0 or self.grayscale > 0):
+            out = self._colour(out)
         return out.clamp(0.0, 1.0)
+
+    def _colour(self, out: torch.Tensor) -> torch.Tensor:
+        """Saturation, hue and greyscale changes of an RGB batch, each image with its own draw."""
+        b, dev = out.shape[0], out.device
+        luma = torch.tensor(_YIQ[0], device=dev, dtype=out.dtype).view(1, 3, 1, 1)
+        if self.saturation > 0:
+            grey = (out * luma).sum(1, keepdim=True)
+            factor = torch.rand(b, 1, 1, 1, device=dev) * (2 * self.saturation) + (1 - self.saturation)
+            out = grey + factor.to(out.dtype) * (out - grey)
+        if self.hue > 0:
+            angle = (torch.rand(b, device=dev) * 2 - 1) * (self.hue * 2 * math.pi)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+            rot = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
+                               torch.stack([zero, sin, cos], 1)], 1)  # (B, 3, 3): rotate I and Q
+            to_yiq = torch.tensor(_YIQ, device=dev)
+            matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # RGB -> YIQ -> rotated -> RGB
+            out = torch.einsum("bij,bjhw->bihw", matrix.to(out.dtype), out)
+        if self.grayscale > 0:
+            grey = (out * luma).sum(1, keepdim=True).expand_as(out)
+            pick = (torch.rand(b, device=dev) < self.grayscale).view(b, 1, 1, 1)
+            out = torch.where(pick, grey, out)
+        return out

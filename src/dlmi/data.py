@@ -47,6 +47,8 @@ __all__ = [
     "REGISTRY",
     "RemoteFile",
     "UnknownDatasetError",
+    "binary_task",
+    "content_hash",
     "fetch",
     "get_spec",
     "licence_table",
@@ -166,13 +168,15 @@ class ImageSet:
             return self.labels.sum(0).numpy().astype(int)
         return np.bincount(self.labels.numpy(), minlength=self.n_classes)
 
-    def subset(self, n: int | None, seed: int = 0) -> ImageSet:
-        """A class-stratified random subset of ``n`` images (all of them if ``n`` is None or too big).
+    def subset_index(self, n: int | None, seed: int = 0) -> np.ndarray:
+        """Sorted indices of a class-stratified random subset of ``n`` images (see :meth:`subset`).
 
-        Every class keeps (about) its share; the order is random but fixed by ``seed``.
+        Returns:
+            ``int64`` array of ``min(n, len(self))`` distinct indices in increasing order
+            (all indices if ``n`` is None).
         """
         if n is None or n >= len(self):
-            return self
+            return np.arange(len(self))
         if n <= 0:
             raise ValueError(f"subset size must be positive, got {n}")
         rng = np.random.default_rng(seed)
@@ -183,7 +187,16 @@ class ImageSet:
         take = np.floor(share).astype(int)
         take[np.argsort(-(share - take), kind="stable")[: n - take.sum()]] += 1
         picked = [rng.choice(np.flatnonzero(strata == c), size=t, replace=False) for c, t in zip(classes, take)]
-        index_t = torch.from_numpy(np.sort(np.concatenate(picked)))
+        return np.sort(np.concatenate(picked)).astype(np.int64)
+
+    def subset(self, n: int | None, seed: int = 0) -> ImageSet:
+        """A class-stratified random subset of ``n`` images (all of them if ``n`` is None or too big).
+
+        Every class keeps (about) its share; the order is random but fixed by ``seed``.
+        """
+        if n is None or n >= len(self):
+            return self
+        index_t = torch.from_numpy(self.subset_index(n, seed))
         note = f"{self.note}; stratified subset of {len(index_t)} images (seed {seed})"
         return replace(self, images=self.images[index_t], labels=self.labels[index_t], note=note)
 
@@ -192,6 +205,18 @@ class ImageSet:
         generator = torch.Generator().manual_seed(seed)
         dataset = torch.utils.data.TensorDataset(self.images, self.labels)
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def content_hash(data: ImageSet) -> str:
+    """SHA-256 hex digest of a split's images and labels, in order: the key of anything computed from them.
+
+    Two splits with the same pixels and labels in the same order have the same hash, whatever
+    their names or notes; caches (trained models in :mod:`dlmi.zoo`, features in
+    :mod:`dlmi.radiomics`) use it so that changed data can never return stale results.
+    """
+    digest = hashlib.sha256(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- registry
@@ -640,6 +665,41 @@ def load_medmnist(flag: str, split: str = "train", size: int = 28) -> ImageSet:
         note = f"{name}, {split} split: {len(labels):,} of the {n_official:,} official images (documented local copy)"
     classes = tuple(info["label"][str(i)] for i in range(len(info["label"])))
     return ImageSet(images, labels, classes, info["task"], name, split, note)
+
+
+def binary_task(data: ImageSet, positive: str | int, negative_name: str = "other") -> ImageSet:
+    """One class against all others: a multi-class split relabelled as a binary task.
+
+    Args:
+        data: A split with ``int64`` class labels ``(N,)``.
+        positive: The class that becomes label 1, by name or index; every other class becomes 0.
+        negative_name: Name of the merged class 0.
+
+    Returns:
+        The same images with labels 0/1, ``classes = (negative_name, positive name)`` and
+        task ``"binary-class"``; the note says which class was kept.
+
+    Raises:
+        ValueError: multi-label data, an unknown class, or a class with no image in ``data``.
+    """
+    if data.labels.ndim != 1:
+        raise ValueError(f"binary_task needs one class per image, got labels of shape {tuple(data.labels.shape)}")
+    if isinstance(positive, str):
+        if positive not in data.classes:
+            raise ValueError(f"unknown class {positive!r}; {data.name} has {list(data.classes)}")
+        index = data.classes.index(positive)
+    else:
+        index = int(positive)
+        if not 0 <= index < data.n_classes:
+            raise ValueError(f"class index {index} out of range: {data.name} has {data.n_classes} classes")
+    name = data.classes[index]
+    if name == negative_name:
+        raise ValueError(f"negative_name {negative_name!r} is the positive class's own name; choose another")
+    labels = (data.labels == index).long()
+    if not labels.any():
+        raise ValueError(f"no {name!r} image in this {data.split} split: the binary task would have one class")
+    note = f"{data.note}; binary task: {name!r} (1) vs the other {data.n_classes - 1} classes (0)"
+    return replace(data, labels=labels, classes=(negative_name, name), task="binary-class", note=note)
 
 
 MEDNIST_SPLIT = {"train": 0.7, "val": 0.15, "test": 0.15}

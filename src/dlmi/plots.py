@@ -21,7 +21,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 from dlmi.data import ImageSet
 
-__all__ = ["BookFigure", "confusion", "embeddings", "filters", "learning_curves", "montage", "new_figure"]
+__all__ = ["BookFigure", "confusion", "embeddings", "filters", "learning_curves", "montage", "new_figure", "roc_curves"]
 
 
 class BookFigure(Figure):
@@ -157,6 +157,45 @@ def embeddings(
     fig.suptitle(title)
     return fig
 
+
+
+def roc_curves(
+    labels: torch.Tensor | np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    points: Mapping[str, float] | None = None,
+    title: str = "ROC curves",
+) -> Figure:
+    """ROC curves of several binary classifiers on the same cases, with their AUC in the legend.
+
+    Args:
+        labels: True labels ``(N,)``, 0 or 1.
+        scores: ``{method: positive-class scores (N,)}``, in the order to draw.
+        points: Optional ``{method: threshold}``: the operating point of that threshold is marked.
+        title: Figure title.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(labels)
+    fig = new_figure(figsize=(5.6, 5.0))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="chance (AUC 0.5)")
+    for i, (name, s) in enumerate(scores.items()):
+        s = np.asarray(s)
+        if s.shape != y.shape:
+            raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
+        fpr, tpr, _ = roc_curve(y, s)
+        colour = f"C{i % 10}"
+        ax.plot(fpr, tpr, color=colour, lw=1.5, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+        if points and name in points:
+            pred = s >= points[name]
+            ax.plot(pred[y == 0].mean(), pred[y == 1].mean(), "o", color=colour, ms=6, mec="k")
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_xlim(-0.01, 1.01), ax.set_ylim(-0.01, 1.01), ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="lower right")
+    fig.suptitle(title)
+    return fig
 
 # --- io figures (dlmi.io helpers) ---
 
@@ -593,4 +632,89 @@ def split_histograms(sets: Sequence[ImageSet], bins: int = 32, label: int | None
     axes[-1].legend(fontsize=8, title="split (images)", title_fontsize=8)
     what = "all classes" if label is None else f"class {sets[0].classes[label]!r}"
     fig.suptitle(title or f"{sets[0].name}: pixel values per channel and split ({what})")
+    return fig
+
+
+# --- radiomics figures (tables of dlmi.radiomics.regions_table) ---
+
+__all__ += ["lesion_features", "region_feature_bars"]
+
+
+def _check_columns(table: pd.DataFrame, columns: Sequence[str]) -> None:
+    unknown = [c for c in columns if c not in table.columns]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the table; it has {list(table.columns)}")
+
+
+def region_feature_bars(
+    table: pd.DataFrame,
+    features: Mapping[str, str],
+    group: str = "region",
+    hue: str = "sequence",
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars of a few features: one panel per feature, one group per region, one bar per sequence.
+
+    Args:
+        table: One row per (region, sequence), e.g. from :func:`dlmi.radiomics.regions_table`.
+        features: ``{column: panel title}``, e.g. ``{"firstorder_Mean": "mean (z)"}``.
+        group, hue: Columns that name the bar groups and the bars within a group (in table order).
+        title: Figure title.
+    """
+    _check_columns(table, [group, hue, *features])
+    groups, hues = list(dict.fromkeys(table[group])), list(dict.fromkeys(table[hue]))
+    values = table.pivot_table(index=group, columns=hue, values=list(features), aggfunc="first")
+    fig = new_figure(figsize=(3.4 * len(features) + 0.6, 3.4))
+    axes = fig.subplots(1, len(features), squeeze=False)[0]
+    width = 0.8 / len(hues)
+    x = np.arange(len(groups))
+    for ax, (column, label) in zip(axes, features.items()):
+        for k, h in enumerate(hues):
+            ax.bar(x + (k - (len(hues) - 1) / 2) * width, values[column][h].reindex(groups), width, color=f"C{k % 10}", label=str(h))
+        ax.set_xticks(x, [_wrap(str(g), 12) for g in groups], fontsize=8.5)
+        ax.set_title(label, fontsize=10)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8, title=hue, title_fontsize=8)
+    fig.suptitle(title or "Features per region and sequence")
+    return fig
+
+
+def lesion_features(
+    table: pd.DataFrame,
+    feature: str = "firstorder_Mean",
+    feature_label: str = "mean intensity (z)",
+    title: str | None = None,
+) -> Figure:
+    """Shape and intensity of many lesions: sphericity against volume, and one feature per sequence.
+
+    Args:
+        table: One row per (lesion, sequence) with ``shape_MeshVolume`` (mm³) and
+            ``shape_Sphericity``, e.g. from :func:`dlmi.radiomics.regions_table`.
+        feature: Column shown per sequence (right panel), one dot per lesion.
+        feature_label: Its axis label.
+        title: Figure title.
+    """
+    _check_columns(table, ["region", "sequence", "shape_MeshVolume", "shape_Sphericity", feature])
+    shape = table.groupby("region", sort=False)[["shape_MeshVolume", "shape_Sphericity"]].first()
+    sequences = list(dict.fromkeys(table["sequence"]))
+    fig = new_figure(figsize=(10, 3.8))
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.2])
+    left.scatter(shape["shape_MeshVolume"] / 1000, shape["shape_Sphericity"], s=18, color="C3", alpha=0.7, edgecolor="k", lw=0.4)
+    left.set_xscale("log")
+    left.set_xlabel("volume (ml, log scale)")
+    left.set_ylabel("sphericity (1 = sphere)")
+    left.set_title(f"shape of {len(shape)} lesions", fontsize=10)
+    left.grid(alpha=0.3)
+    rng = np.random.default_rng(0)
+    for k, s in enumerate(sequences):
+        v = table.loc[table["sequence"] == s, feature].to_numpy()
+        right.scatter(k + rng.uniform(-0.18, 0.18, len(v)), v, s=12, color=f"C{k % 10}", alpha=0.6)
+        right.plot([k - 0.3, k + 0.3], [np.median(v)] * 2, color="k", lw=1.5)
+    right.set_xticks(range(len(sequences)), sequences)
+    right.axhline(0, color="0.5", lw=0.8, ls=":")
+    right.set_ylabel(feature_label)
+    right.set_title(f"{feature_label} per sequence (line: median)", fontsize=10)
+    right.grid(alpha=0.3, axis="y")
+    fig.suptitle(title or "Lesion features")
     return fig

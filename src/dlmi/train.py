@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -156,6 +157,7 @@ def fit(
     loss_fn: nn.Module | None = None,
     scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
     augment: Augment | None = None,
+    batch_loss: BatchLoss | None = None,
     monitor: str = "val_auc",
     patience: int | None = None,
     seed: int | None = None,
@@ -181,6 +183,10 @@ def fit(
         loss_fn: Loss on logits and labels; default cross-entropy.
         scheduler: ``optimizer -> LR scheduler``, stepped once per epoch.
         augment: Batch-wise transform of float images, applied to training batches only.
+        batch_loss: For training objectives other than classification, e.g. self-supervised
+            ones: ``batch_loss(model, x, y) -> scalar loss`` replaces ``loss_fn(model(x), y)``
+            (``x``: the float, augmented batch; ``y`` may be ignored). There is then no
+            training accuracy (NaN in the history) and no validation split (``val=None``).
         monitor: History column to select the best epoch (``val_*``; loss is minimised,
             everything else maximised).
         patience: Stop after this many epochs without improvement (``None``: never).
@@ -194,6 +200,8 @@ def fit(
         A :class:`FitResult`.
     """
     monitors = ("val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auc")
+    if batch_loss is not None and (val is not None or loss_fn is not None):
+        raise ValueError("batch_loss replaces the classification loss: pass val=None and no loss_fn with it")
     if val is not None and monitor not in monitors:
         raise ValueError(f"monitor={monitor!r} is not one of {monitors}")
     settings = get_settings()
@@ -220,8 +228,11 @@ def fit(
             if augment is not None:
                 x = augment(x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
+                if batch_loss is None:
+                    logits = model(x)
+                    loss = loss_fn(logits.float(), y)
+                else:
+                    loss = batch_loss(model, x, y).float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={lr})"
@@ -230,13 +241,14 @@ def fit(
             loss.backward()
             opt.step()
             total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            if batch_loss is None:
+                correct += (logits.argmax(1) == y).sum().item()
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError(f"the weights became NaN or infinite in epoch {epoch}; lower the learning rate (lr={lr})")
         row = {
             "epoch": epoch,
             "train_loss": total_loss / len(y_all),
-            "train_acc": correct / len(y_all),
+            "train_acc": correct / len(y_all) if batch_loss is None else float("nan"),
             "lr": opt.param_groups[0]["lr"],
         }
         if sched is not None:

@@ -4,7 +4,10 @@ A :class:`Recipe` is plain data (model name and sizes, optimiser, schedule, augm
 epochs, seed, ...). :func:`train_recipe` trains it with :func:`dlmi.train.fit` and stores
 the best weights and the history under ``DLMI_CACHE_DIR/zoo``, keyed by the recipe, the
 data it saw, the profile and the library versions. A later chapter that asks for the same
-recipe on the same data gets the stored model back instead of retraining it.
+recipe on the same data gets the stored model back instead of retraining it. Other recipe
+types with the same two methods (``build_model``, ``fit``), such as
+:class:`dlmi.ssl.SimCLRRecipe`, are cached the same way; a :class:`Recipe` can start from the
+weights of such a cached entry (``init``), which is how a pretrained encoder is fine-tuned.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import dlmi
 from dlmi import models
 from dlmi.augment import BatchAugment
 from dlmi.config import get_settings, seed_everything
-from dlmi.data import ImageSet
+from dlmi.data import ImageSet, content_hash
 from dlmi.train import FitResult, balanced_class_weights, fit, make_scheduler
 
-__all__ = ["Recipe", "book_recipe", "cache_key", "train_recipe"]
+__all__ = ["Recipe", "book_recipe", "cache_key", "entry_name", "load_weights", "train_recipe"]
 
 MODELS = {"SmallCNN": models.SmallCNN, "SmallResNet": models.SmallResNet}
 
@@ -44,6 +47,9 @@ class Recipe:
         class_weighting: Weight the cross-entropy by inverse class frequency.
         monitor, patience: Early stopping.
         seed: Seed of initialisation, batch order and augmentation.
+        init: Name of a cached zoo entry (see :func:`entry_name`) whose weights initialise the
+            model before training, wherever names and shapes match (e.g. a self-supervised
+            encoder; the head stays freshly initialised). ``None``: train from scratch.
     """
 
     model: str = "SmallCNN"
@@ -61,6 +67,7 @@ class Recipe:
     monitor: str = "val_auc"
     patience: int | None = None
     seed: int = 0
+    init: str | None = None
 
     def build_model(self, in_channels: int, n_classes: int) -> nn.Module:
         """A freshly initialised model (initialisation seeded by :attr:`seed`)."""
@@ -70,8 +77,10 @@ class Recipe:
         return MODELS[self.model](in_channels, n_classes, **self.model_kwargs)
 
     def fit(self, train: ImageSet, val: ImageSet) -> FitResult:
-        """Train this recipe from scratch (no cache): see :func:`train_recipe` for the cached version."""
+        """Train this recipe (no cache; from ``init``'s weights if given): see :func:`train_recipe` for the cached version."""
         model = self.build_model(train.images.shape[1], train.n_classes)
+        if self.init is not None:
+            load_weights(model, self.init)
         weights = balanced_class_weights(train.labels, train.n_classes) if self.class_weighting else None
         return fit(
             model,
@@ -92,13 +101,6 @@ class Recipe:
         )
 
 
-def _content_hash(data: ImageSet) -> str:
-    """SHA-256 of a split's images and labels, in order."""
-    digest = hashlib.sha256(data.images.contiguous().numpy().tobytes())
-    digest.update(data.labels.contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _package_hash() -> str:
     """SHA-256 of the dlmi package's source: changed training code means a changed model."""
     digest = hashlib.sha256()
@@ -107,12 +109,13 @@ def _package_hash() -> str:
     return digest.hexdigest()
 
 
-def cache_key(recipe: Recipe, train: ImageSet, val: ImageSet) -> str:
-    """A short hash of the recipe, the data (content), profile, device type, versions and the package source."""
+def cache_key(recipe, train: ImageSet, val: ImageSet | None = None) -> str:
+    """A short hash of the recipe (type and fields), the data (content), profile, device type, versions and the package source."""
     settings = get_settings()
     material = {
         "recipe": asdict(recipe),
-        "data": [(s.name, s.split, s.note, s.classes, _content_hash(s)) for s in (train, val)],
+        "recipe_type": type(recipe).__qualname__,
+        "data": [(s.name, s.split, s.note, s.classes, content_hash(s)) for s in (train, val) if s is not None],
         "profile": settings.profile,
         "device": settings.device.type,
         "versions": [dlmi.__version__, torch.__version__, _package_hash()],
@@ -120,19 +123,63 @@ def cache_key(recipe: Recipe, train: ImageSet, val: ImageSet) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def train_recipe(name: str, recipe: Recipe, train: ImageSet, val: ImageSet) -> FitResult:
+def entry_name(name: str, recipe, train: ImageSet, val: ImageSet | None = None) -> str:
+    """The cache entry of a recipe trained on this data: ``<name>-<hash>`` (see :func:`cache_key`)."""
+    return f"{name}-{cache_key(recipe, train, val)}"
+
+
+def _entry_path(entry: str) -> Path:
+    return get_settings().cache_dir / "zoo" / f"{entry}.pt"
+
+
+def load_weights(model: nn.Module, entry: str) -> list[str]:
+    """Copy the weights of a cached zoo entry into ``model`` wherever names and shapes match.
+
+    Names are matched as they are or without a leading ``encoder.`` (how
+    :class:`dlmi.ssl.SimCLR` stores its backbone), so a pretrained encoder initialises the same
+    architecture's classifier; the rest of ``model`` (e.g. its head) keeps its values.
+
+    Args:
+        model: The model to initialise (changed in place).
+        entry: Name of the entry, from :func:`entry_name`; it must have been trained already.
+
+    Returns:
+        The names of the tensors that were copied.
+
+    Raises:
+        FileNotFoundError: no such entry in the cache.
+        ValueError: not a single tensor matches (another architecture or size).
+    """
+    path = _entry_path(entry)
+    if not path.is_file():
+        raise FileNotFoundError(f"no zoo entry {entry!r} in {path.parent}: train it with dlmi.zoo.train_recipe first")
+    stored = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    own = model.state_dict()
+    matched = {}
+    for key, value in stored.items():
+        key = key.removeprefix("encoder.")
+        if key in own and own[key].shape == value.shape:
+            matched[key] = value
+    if not matched:
+        raise ValueError(f"zoo entry {entry!r} has no tensor whose name and shape match {type(model).__name__}'s")
+    model.load_state_dict(matched, strict=False)
+    return sorted(matched)
+
+
+def train_recipe(name: str, recipe, train: ImageSet, val: ImageSet | None = None) -> FitResult:
     """Train ``recipe`` once; later calls with the same recipe and data load the stored result.
 
     Args:
-        name: A readable name for the cache file (``<name>-<hash>.pt``).
-        recipe: What to train.
-        train, val: The data.
+        name: A readable name for the cache file (``<name>-<hash>.pt``, see :func:`entry_name`).
+        recipe: What to train: a :class:`Recipe`, or any frozen dataclass with the same
+            ``build_model(in_channels, n_classes)`` and ``fit(train, val)`` methods.
+        train, val: The data (``val=None`` for recipes that train without one).
 
     Returns:
         The :class:`~dlmi.train.FitResult` (model in eval mode on the configured device).
     """
     settings = get_settings()
-    path = settings.cache_dir / "zoo" / f"{name}-{cache_key(recipe, train, val)}.pt"
+    path = _entry_path(entry_name(name, recipe, train, val))
     if path.is_file():
         stored = torch.load(path, map_location=settings.device, weights_only=True)
         model = recipe.build_model(train.images.shape[1], train.n_classes).to(settings.device)
