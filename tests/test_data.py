@@ -452,6 +452,28 @@ def test_subset_size_must_be_positive(n):
         make_set((6, 4)).subset(n)
 
 
+def test_one_vs_rest():
+    """The named class becomes label 1, all others 0; images, name and split are kept."""
+    full = make_set((3, 4, 5))
+    binary = full.one_vs_rest("c1", rest="not c1")
+    assert binary.classes == ("not c1", "c1") and binary.task == "binary-class"
+    assert binary.labels.tolist() == [0] * 3 + [1] * 4 + [0] * 5 and binary.labels.dtype == torch.int64
+    assert binary.class_counts().tolist() == [8, 4]
+    assert torch.equal(binary.images, full.images) and (binary.name, binary.split) == (full.name, full.split)
+    assert "one-vs-rest: 'c1' (1) vs the other 2 classes (0)" in binary.note
+    assert full.labels.tolist() == [0] * 3 + [1] * 4 + [2] * 5, "the original set is unchanged"
+
+
+def test_one_vs_rest_errors():
+    """An unknown class name or a multi-label set is a clear ValueError."""
+    with pytest.raises(ValueError, match="'tumour' is not a class of toy"):
+        make_set((2, 2)).one_vs_rest("tumour")
+    multi = ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.ones(2, 3), ("a", "b", "c"),
+                     "multi-label, binary-class", "toy", "train", "toy")
+    with pytest.raises(ValueError, match="one class per image"):
+        multi.one_vs_rest("a")
+
+
 @pytest.mark.parametrize(("batch_size", "sizes"), [(4, [4, 4, 2]), (10, [10]), (64, [10])])
 def test_loader_batches(batch_size, sizes):
     """The loader yields (image, label) batches of the right sizes and dtypes."""

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from dlmi.metrics import chance_accuracy, classification_report, per_class_recall
+from sklearn.metrics import roc_auc_score
+
+from dlmi.metrics import (
+    bootstrap_ci,
+    chance_accuracy,
+    classification_report,
+    operating_point,
+    per_class_recall,
+    threshold_for_sensitivity,
+)
 
 
 def test_perfect_binary():
@@ -173,3 +182,98 @@ def test_per_class_recall_mean_is_balanced_accuracy():
     y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     p = np.eye(3)[[0, 1, 0, 1, 2, 2, 2, 0, 2]]
     assert per_class_recall(y, p).mean() == pytest.approx(classification_report(y, p)["balanced_acc"])
+
+
+# ----------------------------------------------------------------- operating points and bootstrap
+
+Y_OP = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+S_OP = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.5, 0.4, 0.2, 0.1, 0.05])
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.25, 0.9), (0.5, 0.8), (0.75, 0.6), (0.76, 0.3), (1.0, 0.3)])
+def test_threshold_for_sensitivity_by_hand(target, expected):
+    """Positives score 0.9, 0.8, 0.6, 0.3: detecting 3 of 4 needs a threshold of 0.6, all 4 one of 0.3."""
+    t = threshold_for_sensitivity(Y_OP, S_OP, target)
+    assert t == pytest.approx(expected)
+    assert operating_point(Y_OP, S_OP, t)["sensitivity"] >= target
+    assert operating_point(Y_OP, S_OP, t + 1e-6)["sensitivity"] < target, "not the highest such threshold"
+
+
+def test_threshold_for_sensitivity_float_round_off():
+    """0.95 of 20 positives is 19, not 20, although 0.95 * 20 is 19.000000000000004 in floating point."""
+    y = np.r_[np.ones(20, int), np.zeros(5, int)]
+    s = np.r_[np.linspace(1.0, 0.05, 20), np.zeros(5)]
+    assert threshold_for_sensitivity(y, s, 0.95) == pytest.approx(s[18])
+
+
+def test_operating_point_by_hand():
+    """At 0.55: positives 0.9, 0.8, 0.6 called (3/4); negatives 0.7 called, five not (5/6)."""
+    op = operating_point(Y_OP, torch.tensor(S_OP), 0.55)
+    assert op["sensitivity"] == pytest.approx(0.75) and op["specificity"] == pytest.approx(5 / 6)
+    assert op["balanced_acc"] == pytest.approx((0.75 + 5 / 6) / 2)
+    assert op["predicted_positive"] == pytest.approx(0.4) and op["threshold"] == 0.55
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        (np.array([0, 1]), np.array([0.1, 0.2, 0.3]), "shape"),
+        (np.array([0, 2]), np.array([0.1, 0.2]), "0 \\(negative\\) or 1"),
+        (np.array([0, 1]), np.array([0.1, np.nan]), "NaN"),
+        (np.array([1, 1]), np.array([0.1, 0.2]), "single class"),
+        (np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), "shape"),
+    ],
+)
+def test_binary_helpers_reject_bad_input(labels, scores, message):
+    """Mismatched shapes, non-binary labels, NaN and one-class data are clear ValueErrors."""
+    for call in (lambda: threshold_for_sensitivity(labels, scores, 0.9), lambda: operating_point(labels, scores, 0.5),
+                 lambda: bootstrap_ci(labels, scores, n_boot=5)):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5])
+def test_threshold_for_sensitivity_target_range(target):
+    with pytest.raises(ValueError, match="sensitivity must be in"):
+        threshold_for_sensitivity(Y_OP, S_OP, target)
+
+
+def test_bootstrap_ci_contains_the_estimate_and_narrows_with_more_data():
+    """The AUC's interval brackets the AUC, is reproducible by seed, and shrinks with 16x the cases."""
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = rng.integers(0, 2, n)
+        return y, y + rng.normal(0, 1.2, n)
+
+    y, s = sample(200)
+    low, high = bootstrap_ci(y, s, n_boot=300, seed=1)
+    assert low < roc_auc_score(y, s) < high
+    assert bootstrap_ci(y, s, n_boot=300, seed=1) == (low, high)
+    y_big, s_big = sample(3200)
+    low_big, high_big = bootstrap_ci(y_big, s_big, n_boot=300, seed=1)
+    assert (high_big - low_big) < 0.5 * (high - low)
+
+
+def test_rank_auc_equals_scikit_learn_with_ties():
+    """The bootstrap's default statistic is the AUC, ties included."""
+    from dlmi.metrics import _auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    s = np.round(y + rng.normal(0, 1, 300), 1)  # rounding makes many ties
+    assert _auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_bootstrap_ci_keeps_the_class_mix_and_takes_any_statistic():
+    """Every resample has the original number of positives; a constant statistic gives a point interval."""
+    y, s = Y_OP, S_OP
+    assert bootstrap_ci(y, s, statistic=lambda yy, ss: yy.mean(), n_boot=50) == pytest.approx((0.4, 0.4))
+    low, high = bootstrap_ci(y, s, statistic=lambda yy, ss: 1.0, n_boot=10)
+    assert low == high == 1.0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"level": 1.0}, "level"), ({"level": 0.0}, "level"), ({"n_boot": 0}, "n_boot")])
+def test_bootstrap_ci_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bootstrap_ci(Y_OP, S_OP, **kwargs)

@@ -91,6 +91,20 @@ def test_confusion(tmp_path):
     assert saves(fig, tmp_path / "cm.png")
 
 
+def test_roc_curves(tmp_path):
+    """One curve per entry with its AUC in the legend, markers for operating points, a chance line."""
+    y = np.array([0, 0, 1, 1])
+    curves = {"perfect": (y, np.array([0.1, 0.2, 0.8, 0.9])), "so-so": (torch.tensor(y), torch.tensor([0.1, 0.6, 0.4, 0.9]))}
+    fig = plots.roc_curves(curves, points={"threshold 0.5": (0.5, 0.5)}, title="ROC")
+    assert title_of(fig) == "ROC"
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["perfect (AUC 1.000)", "so-so (AUC 0.750)", "threshold 0.5", "chance"]
+    np.testing.assert_allclose(ax.lines[0].get_xydata()[:, 0][[0, -1]], [0, 1])  # curves run from (0, 0) to (1, 1)
+    assert ax.lines[2].get_xydata().tolist() == [[0.5, 0.5]]
+    assert saves(fig, tmp_path / "roc.png")
+
+
 def test_confusion_with_absent_class(tmp_path):
     """A class absent from labels and predictions still gets its row and column."""
     fig = plots.confusion(torch.tensor([0, 1]), torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), ["a", "b", "c"])

@@ -187,6 +187,27 @@ class ImageSet:
         note = f"{self.note}; stratified subset of {len(index_t)} images (seed {seed})"
         return replace(self, images=self.images[index_t], labels=self.labels[index_t], note=note)
 
+    def one_vs_rest(self, positive: str, rest: str = "other") -> ImageSet:
+        """A binary version of a multi-class set: label 1 for class ``positive``, 0 for every other class.
+
+        Args:
+            positive: Name of the class that becomes label 1, e.g. ``"colorectal adenocarcinoma epithelium"``.
+            rest: Name of label 0, the union of all other classes.
+
+        Returns:
+            The same images with labels 0/1, classes ``(rest, positive)`` and task ``"binary-class"``.
+
+        Raises:
+            ValueError: for a multi-label set or a class name the set does not have.
+        """
+        if self.labels.ndim != 1:
+            raise ValueError(f"one_vs_rest needs one class per image; {self.name} is {self.task}")
+        if positive not in self.classes:
+            raise ValueError(f"{positive!r} is not a class of {self.name}; its classes are {list(self.classes)}")
+        labels = (self.labels == self.classes.index(positive)).long()
+        note = f"{self.note}; one-vs-rest: {positive!r} (1) vs the other {self.n_classes - 1} classes (0)"
+        return replace(self, labels=labels, classes=(rest, positive), task="binary-class", note=note)
+
     def loader(self, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
         """A PyTorch ``DataLoader`` over ``(image, label)`` pairs (uint8 images)."""
         generator = torch.Generator().manual_seed(seed)

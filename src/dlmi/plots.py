@@ -17,11 +17,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_auc_score, roc_curve
 
 from dlmi.data import ImageSet
 
-__all__ = ["BookFigure", "confusion", "embeddings", "filters", "learning_curves", "montage", "new_figure"]
+__all__ = ["BookFigure", "confusion", "embeddings", "filters", "learning_curves", "montage", "new_figure", "roc_curves"]
 
 
 class BookFigure(Figure):
@@ -96,6 +96,37 @@ def confusion(labels: torch.Tensor | np.ndarray, probs: torch.Tensor | np.ndarra
     ax = fig.subplots()
     ConfusionMatrixDisplay(cm, display_labels=list(classes)).plot(ax=ax, colorbar=False, xticks_rotation=45, cmap="Blues")
     ax.set_title(title)
+    return fig
+
+
+def roc_curves(
+    curves: Mapping[str, tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]],
+    points: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "ROC curves",
+) -> Figure:
+    """ROC curves of binary scores, each labelled with its AUC, and optional operating points.
+
+    Args:
+        curves: ``{name: (labels 0/1, score of the positive class)}``, one curve each.
+        points: ``{name: (false positive rate, true positive rate)}``, drawn as markers
+            (e.g. the operating point of a chosen threshold).
+        title: Figure title.
+    """
+    fig = new_figure(figsize=(5.2, 4.6))
+    ax = fig.subplots()
+    for i, (name, (labels, scores)) in enumerate(curves.items()):
+        y, s = np.asarray(labels), np.asarray(scores)
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, color=f"C{i}", lw=1.5, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+    for j, (name, (fpr, tpr)) in enumerate((points or {}).items()):
+        ax.plot([fpr], [tpr], ls="none", marker="os^Dv"[j % 5], ms=7, mfc="none", mew=1.5, color="k", label=name)
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="chance")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_xlim(-0.01, 1.01), ax.set_ylim(-0.01, 1.01), ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
     return fig
 
 
