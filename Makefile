@@ -20,7 +20,7 @@ export DLMI_CACHE_DIR ?= $(CURDIR)/_build/cache
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: install book test test-fast clean
+.PHONY: install chromium book test test-fast clean
 
 $(BIN)/.installed: requirements.txt requirements-radiomics.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,29 @@ $(BIN)/.installed: requirements.txt requirements-radiomics.txt pyproject.toml
 	$(BIN)/python tools/check_env.py
 	touch $@
 
-install: $(BIN)/.installed
+# MathJax 3 for the pages, served from _static (tools/dlmi_html.py), never from a CDN: the exact
+# npm package and integrity hash of tools/mathjax/package-lock.json, into tools/mathjax/node_modules
+MATHJAX := tools/mathjax/node_modules/mathjax/package.json
+$(MATHJAX): tools/mathjax/package.json tools/mathjax/package-lock.json
+	command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (apt-get install npm) for the book's local MathJax" >&2; exit 1; }
+	npm ci --prefix tools/mathjax --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's Chromium, driven by Playwright in the browser tests (tests/test_browser.py); Playwright's
+# own browser download is never used. DLMI_CHROMIUM=/path/to/chromium uses another build instead.
+chromium:
+	@if [ -n "$${DLMI_CHROMIUM:-}" ]; then
+	  test -x "$$DLMI_CHROMIUM" || { echo "DLMI_CHROMIUM=$$DLMI_CHROMIUM is not an executable file" >&2; exit 1; }
+	  exit 0
+	fi
+	test -x /usr/bin/chromium && exit 0
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo
+	echo "installing Debian's chromium for the browser tests"
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  || { echo "could not install chromium: run \`sudo apt-get install chromium\` (Debian/Ubuntu) or set DLMI_CHROMIUM" >&2; exit 1; }
+	test -x /usr/bin/chromium || { echo "apt-get installed chromium but /usr/bin/chromium is missing: set DLMI_CHROMIUM" >&2; exit 1; }
+
+install: $(BIN)/.installed $(MATHJAX) chromium
 
 # jupyter-cache re-executes a chapter when its code cells change, not when the package
 # they import does: a change to src/dlmi clears the cache so every chapter runs again.
@@ -38,7 +60,7 @@ _build/.dlmi-source: $(wildcard src/dlmi/*.py)
 	rm -rf _build/.jupyter_cache
 	mkdir -p _build && touch $@
 
-book: install _build/.dlmi-source
+book: $(BIN)/.installed $(MATHJAX) _build/.dlmi-source
 	tools/build_book.sh .
 
 test: install _build/.dlmi-source
@@ -46,7 +68,7 @@ test: install _build/.dlmi-source
 	tools/build_book.sh .
 	$(BIN)/python -m pytest -m built
 
-test-fast: install
+test-fast: $(BIN)/.installed $(MATHJAX)
 	$(BIN)/python -m pytest -m "not slow and not built"
 
 clean:

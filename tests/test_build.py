@@ -133,3 +133,22 @@ def test_broken_reference_fails_the_build(tmp_path):
     assert result.returncode != 0, result.stdout[-4000:]
     assert "no-such-label" in result.stdout
     assert "WARNING" in result.stdout
+
+
+def test_broken_doc_and_term_references_fail_the_build(tmp_path):
+    """{doc} to a missing page and {term} to a missing glossary entry fail the build too (-n -W)."""
+    body = cell("print('fine')") + "\nRead {doc}`no_such_chapter` and the {term}`no such term`.\n"
+    result = build(make_book(tmp_path / "book", body), tmp_path)
+    assert result.returncode != 0, result.stdout[-4000:]
+    assert "no_such_chapter" in result.stdout and "no such term" in result.stdout, result.stdout[-4000:]
+
+
+def test_mathjax_from_a_cdn_fails_the_build(tmp_path):
+    """The pages load MathJax from _static (tools/dlmi_html.py): a CDN mathjax_path stops the build, saying why."""
+    root = make_book(tmp_path / "book", cell("print('fine')") + "\nInline $a^2 + b^2 = c^2$.\n")
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config["sphinx"]["config"]["mathjax_path"] = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+    (root / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = build(root, tmp_path)
+    assert result.returncode != 0, result.stdout[-4000:]
+    assert "dlmi_html: mathjax_path 'https://cdn.jsdelivr.net" in result.stdout, result.stdout[-4000:]

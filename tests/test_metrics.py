@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from dlmi.metrics import chance_accuracy, classification_report, per_class_recall
+from sklearn.metrics import roc_auc_score
+
+from dlmi.metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    chance_accuracy,
+    classification_report,
+    per_class_recall,
+    threshold_for_sensitivity,
+)
 
 
 def test_perfect_binary():
@@ -298,3 +307,25 @@ def test_bootstrap_ci_errors(labels, scores, match):
 
     with pytest.raises(ValueError, match=match):
         bootstrap_ci(np.array(labels), np.array(scores), n_boot=10)
+
+
+# ----------------------------------------------------------------- thresholds for a target sensitivity
+
+Y_OP = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+S_OP = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.5, 0.4, 0.2, 0.1, 0.05])
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.25, 0.9), (0.5, 0.8), (0.75, 0.6), (0.76, 0.3), (1.0, 0.3)])
+def test_threshold_for_sensitivity_by_hand(target, expected):
+    """Positives score 0.9, 0.8, 0.6, 0.3: detecting 3 of 4 needs a threshold of 0.6, all 4 one of 0.3."""
+    t = threshold_for_sensitivity(Y_OP, S_OP, target)
+    assert t == pytest.approx(expected)
+    assert binary_metrics(Y_OP, S_OP, t)["sensitivity"] >= target
+    assert binary_metrics(Y_OP, S_OP, t + 1e-6)["sensitivity"] < target, "not the highest such threshold"
+
+
+def test_threshold_for_sensitivity_float_round_off():
+    """0.95 of 20 positives is 19, not 20, although 0.95 * 20 is 19.000000000000004 in floating point."""
+    y = np.r_[np.ones(20, int), np.zeros(5, int)]
+    s = np.r_[np.linspace(1.0, 0.05, 20), np.zeros(5)]
+    assert threshold_for_sensitivity(y, s, 0.95) == pytest.approx(s[18])

@@ -50,7 +50,7 @@ def made(tmp_path_factory):
 
 def test_config_lists_both_pdfs():
     """_config.yml loads the extension from tools/ and names the two PDFs that the pages link."""
-    assert CONFIG["sphinx"]["local_extensions"] == {"dlmi_pdfs": "tools"}
+    assert CONFIG["sphinx"]["local_extensions"]["dlmi_pdfs"] == "tools"
     assert PDFS["checklist"]["source"] == "book/_checklist.md"
     assert PDFS["checklist"]["output"] == "_build/pdf/dlmi-eda-checklist.pdf"
     assert PDFS["glossary"]["source"] == "book/glossary.md"

@@ -91,6 +91,20 @@ def test_confusion(tmp_path):
     assert saves(fig, tmp_path / "cm.png")
 
 
+def test_roc_curves_per_curve_labels(tmp_path):
+    """Curves on different cases (validation vs test) take one label vector each; a threshold marks its point."""
+    y_val, y_test = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0, 1])
+    scores = {"val": np.array([0.1, 0.2, 0.8, 0.9]), "test": np.array([0.1, 0.6, 0.4, 0.9, 0.8])}
+    fig = plots.roc_curves({"val": y_val, "test": torch.tensor(y_test)}, scores, points={"test": 0.5}, title="ROC")
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert "val (AUC 1.000)" in labels and "test (AUC 0.500)" in labels
+    # at 0.5 on test: positives 0.6, 0.8 called (2 of 3), negatives 0.9 called (1 of 2)
+    marker = ax.lines[-1].get_xydata().tolist()
+    assert marker == [[0.5, 2 / 3]]
+    assert saves(fig, tmp_path / "roc.png")
+
+
 def test_confusion_with_absent_class(tmp_path):
     """A class absent from labels and predictions still gets its row and column."""
     fig = plots.confusion(torch.tensor([0, 1]), torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), ["a", "b", "c"])

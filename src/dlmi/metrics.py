@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 __all__ = ["binary_metrics", "bootstrap_ci", "chance_accuracy", "classification_report", "per_class_recall", "threshold_for_sensitivity"]

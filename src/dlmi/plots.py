@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_auc_score, roc_curve
 
 from dlmi.data import ImageSet
 
@@ -160,26 +160,27 @@ def embeddings(
 
 
 def roc_curves(
-    labels: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray],
     scores: Mapping[str, np.ndarray],
     points: Mapping[str, float] | None = None,
     title: str = "ROC curves",
 ) -> Figure:
-    """ROC curves of several binary classifiers on the same cases, with their AUC in the legend.
+    """ROC curves of several binary classifiers (or one classifier on several splits), AUC in the legend.
 
     Args:
-        labels: True labels ``(N,)``, 0 or 1.
-        scores: ``{method: positive-class scores (N,)}``, in the order to draw.
-        points: Optional ``{method: threshold}``: the operating point of that threshold is marked.
+        labels: True labels ``(N,)``, 0 or 1, shared by every curve; or ``{curve: labels}`` when the
+            curves are on different cases (e.g. validation and test split).
+        scores: ``{curve: positive-class scores (N,)}``, in the order to draw.
+        points: Optional ``{curve: threshold}``: the operating point of that threshold is marked.
         title: Figure title.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    y = np.asarray(labels)
     fig = new_figure(figsize=(5.6, 5.0))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="chance (AUC 0.5)")
     for i, (name, s) in enumerate(scores.items()):
+        y = np.asarray(labels[name] if isinstance(labels, Mapping) else labels)
         s = np.asarray(s)
         if s.shape != y.shape:
             raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
