@@ -147,7 +147,10 @@ def test_setup_cell_installs_package_and_pins_in_colab(tmp_path, settings, monke
     source = tmp_path / "chapter.md"
     source.write_text(CHAPTER)
     code = setup_code(convert(source, settings))
-    ((cmd, kwargs),) = run_setup(code, monkeypatch, in_colab=True)
+    (cmd, kwargs), (cmd_in_place, kwargs_in_place) = run_setup(code, monkeypatch, in_colab=True)
+    # pyradiomics (imported by dlmi.radiomics) is built from source in a second step, as the Makefile does
+    assert cmd_in_place[:6] == [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation"]
+    assert cmd_in_place[6:] == [read_pins(config.requirements)["pyradiomics"]] and kwargs_in_place == {"check": True}
     assert cmd[:5] == [sys.executable, "-m", "pip", "install", "--quiet"] and kwargs == {"check": True}
     packages = cmd[5:]
     assert packages[0] == f"dlmi @ git+{repo.url}@{repo.branch}"

@@ -326,3 +326,17 @@ def test_pages_link_the_pdfs(page, kind):
     assert menu, f"the download menu of {page} does not list {name}"
     for target in body + menu:
         assert target.is_file() and target.is_relative_to(HTML.resolve()), target
+
+
+def test_write_if_changed_keeps_unchanged_files(tmp_path):
+    """Same bytes: nothing written, modification time kept; new bytes: written (folders created)."""
+    import os
+
+    from booksrc import write_if_changed
+
+    target = tmp_path / "sub" / "out.pdf"
+    assert write_if_changed(target, b"%PDF-1") is True and target.read_bytes() == b"%PDF-1"
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    assert write_if_changed(target, b"%PDF-1") is False
+    assert target.stat().st_mtime_ns == 1_000_000_000
+    assert write_if_changed(target, b"%PDF-2") is True and target.read_bytes() == b"%PDF-2"

@@ -55,6 +55,7 @@ __all__ = [
     "role_target",
     "term_references",
     "toc_pages",
+    "write_if_changed",
 ]
 
 
@@ -604,3 +605,19 @@ def render_inline(
             out.append(esc(token.content))
         # link_open/link_close: the link's text children are rendered, the address dropped
     return "".join(out)
+
+
+def write_if_changed(path: str | Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` (creating folders) unless the file already holds exactly these bytes.
+
+    Keeps modification times of unchanged outputs, so Sphinx does not re-read pages that link them.
+
+    Returns:
+        Whether the file was written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.write_bytes(data)
+    return True

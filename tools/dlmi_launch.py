@@ -51,6 +51,7 @@ from urllib.parse import quote, urlsplit
 
 import jupytext
 import nbformat
+from booksrc import write_if_changed
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -141,8 +142,9 @@ class LaunchConfig:
     package_source: Path | None
     requirements: tuple[Path, ...]
     colab_preinstalled: frozenset[str]  # canonical distribution names
+    no_build_isolation: frozenset[str] = frozenset()  # built from source against the installed numpy
 
-    KEYS = ("notebooks_branch", "package", "package_source", "requirements", "colab_preinstalled")
+    KEYS = ("notebooks_branch", "package", "package_source", "requirements", "colab_preinstalled", "no_build_isolation")
 
     @classmethod
     def from_config(cls, value: object, root: Path) -> LaunchConfig:
@@ -170,12 +172,16 @@ class LaunchConfig:
         preinstalled = value.get("colab_preinstalled") or []
         if not isinstance(preinstalled, list):
             raise LaunchError(f"dlmi_launch: colab_preinstalled must be a list of distribution names, not {preinstalled!r}")
+        in_place = value.get("no_build_isolation") or []
+        if not isinstance(in_place, list):
+            raise LaunchError(f"dlmi_launch: no_build_isolation must be a list of distribution names, not {in_place!r}")
         return cls(
             notebooks_branch=str(value["notebooks_branch"]),
             package=str(value["package"]),
             package_source=source,
             requirements=paths,
             colab_preinstalled=frozenset(canonicalize_name(str(name)) for name in preinstalled),
+            no_build_isolation=frozenset(canonicalize_name(str(name)) for name in in_place),
         )
 
 
@@ -298,11 +304,15 @@ def package_modules(source: Path | None) -> set[str]:
 # --------------------------------------------------------------------------- the notebook
 
 
-def setup_cells(install: list[str], *, source_link: str, readme_link: str) -> list[nbformat.NotebookNode]:
+def setup_cells(
+    install: list[str], *, source_link: str, readme_link: str, install_no_isolation: list[str] | tuple[str, ...] = ()
+) -> list[nbformat.NotebookNode]:
     """The two ``colab-setup`` cells: a note, and the code that installs ``install`` in Colab only.
 
     Args:
         install: pip requirement strings (the package from git first, then the pins).
+        install_no_isolation: pins installed afterwards with ``--no-build-isolation`` (source builds
+            that need the numpy installed by the first step, e.g. pyradiomics).
         source_link: Address of the chapter's source on GitHub (shown in the note).
         readme_link: Address of the README that tells how to install the book elsewhere.
     """
@@ -317,6 +327,18 @@ def setup_cells(install: list[str], *, source_link: str, readme_link: str) -> li
         "(`{term}`, `{glue:text}`) appear as plain text here; the book's web pages show them rendered."
     )
     packages = "".join(f"            {json.dumps(req)},\n" for req in install)
+    second = ""
+    if install_no_isolation:
+        listed = "".join(f"            {json.dumps(req)},\n" for req in install_no_isolation)
+        second = (
+            "\n    subprocess.run(  # built from source against the numpy installed above\n"
+            "        [\n"
+            '            sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation",\n'
+            f"{listed}"
+            "        ],\n"
+            "        check=True,\n"
+            "    )"
+        )
     code = (
         "# Google Colab only: install the book's package and the libraries this chapter needs, at the\n"
         "# versions the book is built with. Anywhere else this cell does nothing.\n"
@@ -335,6 +357,7 @@ def setup_cells(install: list[str], *, source_link: str, readme_link: str) -> li
         "        ],\n"
         "        check=True,\n"
         "    )"
+        f"{second}"
     )
     tags = {"tags": [SETUP_TAG]}
     return [
@@ -422,8 +445,11 @@ def launch_notebook(source: str | Path, *, config: LaunchConfig, repo: Repositor
         LaunchError: the chapter cannot be read, or what it imports cannot be installed.
     """
     chapter = read_chapter(source)
-    install = [repo.pip_requirement(config.package), *chapter_requirements(chapter, config, str(source))]
-    first = setup_cells(install, source_link=repo.blob_url(source_path), readme_link=repo.blob_url("README.md"))
+    pins = chapter_requirements(chapter, config, str(source))
+    in_place = [pin for pin in pins if canonicalize_name(Requirement(pin).name) in config.no_build_isolation]
+    install = [repo.pip_requirement(config.package), *(pin for pin in pins if pin not in in_place)]
+    first = setup_cells(install, source_link=repo.blob_url(source_path), readme_link=repo.blob_url("README.md"),
+                        install_no_isolation=in_place)
     return chapter_notebook(chapter, first)
 
 
@@ -436,14 +462,6 @@ def is_notebook_source(path: str | Path) -> bool:
     """Whether a page source is a notebook: an ``.ipynb``, or MyST with a ``kernelspec`` front matter."""
     path = Path(path)
     return path.suffix == ".ipynb" or "kernelspec" in jupytext.read(path).metadata
-
-
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.write_bytes(data)
-    return True
 
 
 # --------------------------------------------------------------------------- Sphinx
@@ -502,7 +520,7 @@ def _write_notebooks(app, exception) -> None:
         except LaunchError as err:
             raise ExtensionError(f"dlmi_launch: {err}") from None
         target = outdir / f"{docname}.ipynb"
-        _write_if_changed(target, notebook_bytes(nb))
+        write_if_changed(target, notebook_bytes(nb))
         written.add(target)
     for stale in sorted(outdir.rglob("*.ipynb")) if outdir.is_dir() else []:
         if stale not in written:

@@ -43,6 +43,7 @@ from booksrc import (
     load_glossary,
     render_inline,
     toc_pages,
+    write_if_changed,
 )
 
 __all__ = ["PdfSpec", "checklist_html", "checklist_pdf", "glossary_html", "glossary_pdf", "make_pdf", "setup"]
@@ -229,14 +230,6 @@ def render_pdf(page: str, base: Path) -> tuple[bytes, int, list[str]]:
     return data, len(document.pages), collect.messages
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.write_bytes(data)
-    return True
-
-
 def _including_chapter(source: Path, root: Path) -> str | None:
     """``"Chapter 3: ..."`` for the page of ``_toc.yml`` that ``{include}``s ``source``, if there is one."""
     if not (root / "_toc.yml").is_file():
@@ -261,7 +254,7 @@ def checklist_pdf(source: Path, output: Path, *, root: Path, book_title: str, ti
         sections, title=title or DEFAULT_TITLES["checklist"], book_title=book_title, chapter=_including_chapter(source, root)
     )
     data, pages, problems = render_pdf(page, root)
-    _write_if_changed(output, data)
+    write_if_changed(output, data)
     return pages, problems
 
 
@@ -279,7 +272,7 @@ def glossary_pdf(source: Path, output: Path, *, root: Path, book_title: str, tit
 
     page = glossary_html(entries, title=title or DEFAULT_TITLES["glossary"], book_title=book_title, doc_name=doc_name)
     data, pages, problems = render_pdf(page, root)
-    _write_if_changed(output, data)
+    write_if_changed(output, data)
     return pages, problems
 
 
