@@ -164,11 +164,15 @@ def checklist_problems(sections: list[ChecklistSection], path: str | Path) -> li
 
 def load_checklist(path: str | Path) -> list[ChecklistSection]:
     """:func:`parse_checklist`, raising :class:`SourceError` for the first of :func:`checklist_problems`."""
-    sections = parse_checklist(path)
-    problems = checklist_problems(sections, path)
+    return _checked(parse_checklist(path), checklist_problems, path)
+
+
+def _checked(parsed: list, problems_of, path: str | Path) -> list:
+    """``parsed`` unchanged, or :class:`SourceError` for the first problem ``problems_of(parsed, path)`` finds."""
+    problems = problems_of(parsed, path)
     if problems:
         raise SourceError(problems[0])
-    return sections
+    return parsed
 
 
 # --------------------------------------------------------------------------- glossary
@@ -272,11 +276,7 @@ def glossary_problems(entries: list[GlossaryEntry], path: str | Path) -> list[st
 
 def load_glossary(path: str | Path) -> list[GlossaryEntry]:
     """:func:`parse_glossary`, raising :class:`SourceError` for the first of :func:`glossary_problems`."""
-    entries = parse_glossary(path)
-    problems = glossary_problems(entries, path)
-    if problems:
-        raise SourceError(problems[0])
-    return entries
+    return _checked(parse_glossary(path), glossary_problems, path)
 
 
 # --------------------------------------------------------------------------- pages and references
