@@ -26,6 +26,21 @@ _CALLER_DATA_DIR = os.environ.get("DLMI_DATA_DIR", "").strip() or None
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# The front matter that makes a MyST Markdown page a notebook (jupytext + kernelspec), for throwaway pages.
+MYST_NOTEBOOK_HEADER = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
 def md5_bytes(payload: bytes) -> str:
     """MD5 hex digest of some bytes."""
     return hashlib.md5(payload).hexdigest()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import MYST_NOTEBOOK_HEADER
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "build_book.sh"
@@ -22,17 +23,7 @@ BIN = Path(sys.executable).parent  # the virtual environment's bin/, with jupyte
 
 pytestmark = pytest.mark.slow
 
-HEADER = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  name: python3
-  display_name: Python 3
----
-
+HEADER = MYST_NOTEBOOK_HEADER + """
 # A tiny book
 
 Some text.

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from booksrc import toc_pages
 from bs4 import BeautifulSoup
+from conftest import MYST_NOTEBOOK_HEADER
 from dlmi_launch import (
     SETUP_IDS,
     SETUP_TAG,
@@ -50,18 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 HTML = REPO / "_build" / "html"
 FAST_CHAPTER = "book/02_building_blocks"  # the chapter the slow built test runs
 
-CHAPTER = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+CHAPTER = MYST_NOTEBOOK_HEADER + """
 # A chapter
 
 Some text with a {term}`role`.
