@@ -240,3 +240,57 @@ def test_colour_settings_leave_greyscale_images_and_defaults_alone():
 def test_hue_out_of_range(hue):
     with pytest.raises(ValueError, match="hue"):
         BatchAugment(hue=hue)
+
+
+# --------------------------------------------------------------------------- synthetic shifts (chapter 7)
+
+from dlmi.augment import SHIFTS, corrupt  # noqa: E402
+
+
+@pytest.fixture
+def xray_like():
+    """Eight smooth 28x28 uint8 images with structure (a bright disc on a ramp)."""
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    base = 40 + 4 * xx + 120 * (((yy - 14) ** 2 + (xx - 12) ** 2) < 40)
+    return base.clamp(0, 255).to(torch.uint8).expand(8, 1, 28, 28).clone()
+
+
+@pytest.mark.parametrize("kind", sorted(SHIFTS))
+def test_corrupt_identity_at_zero_and_shape(xray_like, kind):
+    level0 = 1 if kind == "resolution" else 0
+    assert torch.equal(corrupt(xray_like, kind, level0), xray_like)
+    level = {"noise": 0.1, "blur": 1.5, "contrast": 0.5, "resolution": 4}[kind]
+    out = corrupt(xray_like, kind, level)
+    assert out.shape == xray_like.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, xray_like)
+
+
+@pytest.mark.parametrize("kind", sorted(SHIFTS))
+def test_corrupt_grows_with_severity(xray_like, kind):
+    """The mean absolute change from the original grows with the severity."""
+    levels = {"noise": (0.05, 0.2), "blur": (0.5, 2.0), "contrast": (0.2, 0.8), "resolution": (2, 5)}[kind]
+    change = [(corrupt(xray_like, kind, s).float() - xray_like.float()).abs().mean().item() for s in levels]
+    assert change[0] < change[1]
+
+
+def test_contrast_keeps_mean_and_shrinks_spread(xray_like):
+    out, x = corrupt(xray_like, "contrast", 0.5).float(), xray_like.float()
+    assert out.std().item() == pytest.approx(0.5 * x.std().item(), rel=0.05)
+    assert out.mean().item() == pytest.approx(x.mean().item(), abs=2)
+
+
+def test_noise_is_seeded(xray_like):
+    a, b = corrupt(xray_like, "noise", 0.1, seed=1), corrupt(xray_like, "noise", 0.1, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, corrupt(xray_like, "noise", 0.1, seed=2))
+
+
+@pytest.mark.parametrize(("kind", "level", "match"), [("warp", 1, "unknown shift"), ("contrast", 1.0, "out of range"),
+                                                       ("noise", -0.1, "out of range"), ("resolution", 0.5, "out of range")])
+def test_corrupt_bad_arguments(xray_like, kind, level, match):
+    with pytest.raises(ValueError, match=match):
+        corrupt(xray_like, kind, level)
+
+
+def test_corrupt_wants_uint8(xray_like):
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt(xray_like.float(), "blur", 1.0)

@@ -836,3 +836,29 @@ def test_binary_task_pathmnist(shared_data):
     assert test.classes.index("colorectal adenocarcinoma epithelium") == 8
     assert int(binary.labels.sum()) == int((test.labels == 8).sum()) == 1233
     assert len(binary) == 7180
+
+
+# --------------------------------------------------------------------------- volume_slices (chapter 7)
+
+
+def test_volume_slices_order_labels_and_groups():
+    """Slices come volume by volume from the middle of D, inherit the label, and know their volume."""
+    n, d = 3, 10
+    vols = torch.arange(n * d * 2 * 2, dtype=torch.int64).reshape(n, 1, d, 2, 2).to(torch.uint8)
+    volumes = ImageSet(vols, torch.tensor([0, 1, 0]), ("a", "b"), "binary-class", "toy3d", "test", "toy")
+    slices, groups = data.volume_slices(volumes, 4)
+    assert slices.images.shape == (n * 4, 1, 2, 2)
+    assert groups.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert slices.labels.tolist() == [0] * 4 + [1] * 4 + [0] * 4
+    for i in range(n * 4):  # slice i is depth 3 + i % 4 of volume i // 4 (central 4 of 10)
+        assert torch.equal(slices.images[i], vols[i // 4, :, 3 + i % 4])
+    assert "central 4 of 10" in slices.note
+
+
+def test_volume_slices_bad_input():
+    flat = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), ("a", "b"), "binary-class", "t", "test", "")
+    with pytest.raises(ValueError, match="expected 3D volumes"):
+        data.volume_slices(flat, 2)
+    vols = replace(flat, images=torch.zeros(2, 1, 5, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"n_slices must lie in \[1, 5\]"):
+        data.volume_slices(vols, 6)

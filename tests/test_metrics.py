@@ -329,3 +329,184 @@ def test_threshold_for_sensitivity_float_round_off():
     y = np.r_[np.ones(20, int), np.zeros(5, int)]
     s = np.r_[np.linspace(1.0, 0.05, 20), np.zeros(5)]
     assert threshold_for_sensitivity(y, s, 0.95) == pytest.approx(s[18])
+
+
+# --------------------------------------------------------------------------- chapter 7 additions
+
+from sklearn import metrics as skm  # noqa: E402
+
+from dlmi.metrics import (  # noqa: E402
+    agreement,
+    expected_calibration_error,
+    fit_temperature,
+    per_class_table,
+    reliability_table,
+    worst_errors,
+    youden_threshold,
+)
+
+
+@pytest.fixture
+def three_class():
+    """500 random labels and Dirichlet probabilities over three classes (seeded)."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 3, 500), rng.dirichlet([2, 1, 1], 500)
+
+
+def test_per_class_table_matches_sklearn(three_class):
+    """Every cell equals scikit-learn's precision/recall/F1/support, including macro and weighted averages."""
+    y, p = three_class
+    table = per_class_table(y, p, ["a", "b", "c"])
+    assert list(table.index) == ["a", "b", "c", "macro avg", "weighted avg"]
+    pred = p.argmax(1)
+    prec, rec, f1, sup = skm.precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "precision"], prec)
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "recall"], rec)
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "f1"], f1)
+    assert table.loc[["a", "b", "c"], "support"].tolist() == sup.tolist()
+    assert table.loc["macro avg", "f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert table.loc["weighted avg", "f1"] == pytest.approx(skm.f1_score(y, pred, average="weighted"))
+
+
+def test_per_class_table_wrong_names():
+    with pytest.raises(ValueError, match="2 class names for 3 columns"):
+        per_class_table([0, 1, 2], np.eye(3), ["a", "b"])
+
+
+def test_macro_and_weighted_differ_when_the_rare_class_fails():
+    """90 cases of class 0 all right, 10 of class 1 all wrong: weighted F1 follows the common class."""
+    y = np.array([0] * 90 + [1] * 10)
+    p = np.tile([0.8, 0.2], (100, 1))
+    table = per_class_table(y, p, ["common", "rare"])
+    assert table.loc["macro avg", "f1"] < 0.5 < table.loc["weighted avg", "f1"]
+
+
+def test_agreement_matches_sklearn(three_class):
+    y, p = three_class
+    out = agreement(y, p)
+    pred = p.argmax(1)
+    assert out["kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
+    assert out["mcc"] == pytest.approx(skm.matthews_corrcoef(y, pred))
+    assert out["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+
+
+def test_agreement_of_majority_model_is_zero():
+    """A constant prediction: accuracy = majority share, but kappa = MCC = 0 and balanced accuracy 1/2."""
+    y = np.array([0] * 83 + [1] * 17)
+    out = agreement(y, np.tile([0.9, 0.1], (100, 1)))
+    assert out["accuracy"] == pytest.approx(0.83)
+    assert out["kappa"] == 0.0 and out["mcc"] == 0.0
+    assert out["balanced_acc"] == pytest.approx(0.5)
+
+
+def test_agreement_perfect():
+    y = np.array([0, 1, 2, 1])
+    out = agreement(y, np.eye(3)[y])
+    assert out["kappa"] == pytest.approx(1.0) and out["mcc"] == pytest.approx(1.0)
+
+
+def test_youden_threshold_by_hand():
+    """Negatives 0.1, 0.2, 0.35; positives 0.3, 0.6, 0.9: J is largest (2/3) at threshold 0.6 (sens 2/3, spec 1)
+    and also at 0.3 (sens 1, spec 2/3); sklearn's ROC order gives the higher threshold first."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.35, 0.3, 0.6, 0.9])
+    t = youden_threshold(y, s)
+    fpr, tpr, thr = skm.roc_curve(y, s)
+    assert t == pytest.approx(thr[np.argmax(tpr - fpr)])
+    m = binary_metrics(y, s, t)
+    assert m["sensitivity"] + m["specificity"] - 1 == pytest.approx(2 / 3)
+
+
+def test_youden_perfect_separation():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.7, 0.8])
+    m = binary_metrics(y, s, youden_threshold(y, s))
+    assert m["sensitivity"] == 1.0 and m["specificity"] == 1.0
+
+
+def test_ece_perfectly_calibrated_is_near_zero():
+    """Labels drawn with exactly the predicted probabilities: ECE is close to 0 (sampling noise only)."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    p1 = rng.uniform(0, 1, n)
+    y = (rng.uniform(0, 1, n) < p1).astype(int)
+    probs = np.stack([1 - p1, p1], 1)
+    assert expected_calibration_error(y, probs) < 0.01
+    # and a clearly over-confident model is far from 0: push every probability towards 0 or 1
+    sharp = np.clip(np.round(p1), 0.001, 0.999)
+    assert expected_calibration_error(y, np.stack([1 - sharp, sharp], 1)) > 0.2
+
+
+def test_ece_by_hand():
+    """Four cases, all with confidence 0.8 (one bin), three right: ECE = |0.75 - 0.8| = 0.05."""
+    y = np.array([0, 0, 0, 1])
+    p = np.tile([0.8, 0.2], (4, 1))
+    assert expected_calibration_error(y, p) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_reliability_table_agrees_with_ece(three_class):
+    """The count-weighted gap of the table's bins is torchmetrics' ECE with the same bins."""
+    y, p = three_class
+    table = reliability_table(y, p, n_bins=10)
+    gap = (table["count"] * (table["accuracy"] - table["confidence"]).abs()).sum() / table["count"].sum()
+    assert table["count"].sum() == len(y)
+    assert gap == pytest.approx(expected_calibration_error(y, p, n_bins=10), abs=1e-6)
+
+
+def test_reliability_table_all_correct():
+    """All predictions right: accuracy 1 in every bin (the case calibration_curve cannot take)."""
+    y = np.array([0, 1, 1])
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.45, 0.55]])
+    table = reliability_table(y, p, n_bins=5)
+    assert (table["accuracy"] == 1).all() and table["count"].sum() == 3
+
+
+def test_fit_temperature_recovers_scaling():
+    """Labels drawn from softmax(z); the model reports 3z (over-confident): the fitted T is close to 3."""
+    gen = torch.Generator().manual_seed(0)
+    z = 1.5 * torch.randn(20_000, 3, generator=gen)
+    y = torch.multinomial(torch.softmax(z, 1), 1, generator=gen).squeeze(1)
+    assert fit_temperature(3 * z, y) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(z / 2, y) == pytest.approx(0.5, rel=0.05)
+
+
+def test_temperature_keeps_ranking_and_accuracy():
+    """Dividing logits by T leaves arg-max and AUC unchanged."""
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(300, 2, generator=gen)
+    y = (torch.rand(300, generator=gen) < torch.softmax(z, 1)[:, 1]).long()
+    t = fit_temperature(5 * z, y)
+    before, after = torch.softmax(5 * z, 1), torch.softmax(5 * z / t, 1)
+    assert torch.equal(before.argmax(1), after.argmax(1))
+    assert roc_auc_score(y, before[:, 1]) == pytest.approx(roc_auc_score(y, after[:, 1]))
+
+
+def test_fit_temperature_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        fit_temperature(np.array([[np.nan, 0.0]]), np.array([0]))
+
+
+def test_worst_errors_order():
+    y = np.array([0, 0, 1, 1, 0])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.05], [0.3, 0.7], [0.4, 0.6]])
+    # wrong: 1 (conf 0.8), 2 (0.95), 4 (0.6); worst first
+    assert worst_errors(y, p, 2).tolist() == [2, 1]
+    assert worst_errors(y, p, 10).tolist() == [2, 1, 4]
+
+
+def test_cluster_bootstrap_is_wider_for_correlated_cases():
+    """Ten copies of each of 40 cases: resampling copies as independent gives a much narrower interval
+    than resampling the 40 clusters, which is the honest one."""
+    rng = np.random.default_rng(0)
+    y0 = np.repeat([0, 1], 20)
+    s0 = rng.normal(y0 * 0.8, 1.0)
+    y, s, groups = np.repeat(y0, 10), np.repeat(s0, 10), np.repeat(np.arange(40), 10)
+    _, lo_i, hi_i = bootstrap_ci(y, s, n_boot=300, seed=0)
+    point, lo_c, hi_c = bootstrap_ci(y, s, n_boot=300, seed=0, groups=groups)
+    assert point == pytest.approx(roc_auc_score(y0, s0))
+    assert (hi_c - lo_c) > 2 * (hi_i - lo_i)
+
+
+def test_cluster_bootstrap_bad_groups():
+    with pytest.raises(ValueError, match="one cluster id per case"):
+        bootstrap_ci(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8]), groups=np.array([0, 1]))

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-CORE = ["torch", "torchvision", "monai", "medmnist", "captum", "radiomics", "pydicom", "nibabel", "SimpleITK", "sklearn", "jupyter_book", "weasyprint", "pypdf", "imagehash", "dlmi"]
+CORE = ["torch", "torchvision", "monai", "medmnist", "captum", "radiomics", "pydicom", "nibabel", "SimpleITK", "sklearn", "jupyter_book", "weasyprint", "pypdf", "imagehash", "onnxruntime", "onnxscript", "torchmetrics", "dlmi"]
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BatchAugment"]
+__all__ = ["SHIFTS", "BatchAugment", "corrupt"]
 
 # RGB -> YIQ (NTSC): Y is the luminance (grey value), I and Q the two colour axes.
 _YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
@@ -121,3 +121,55 @@ class BatchAugment(nn.Module):
             pick = (torch.rand(b, device=dev) < self.grayscale).view(b, 1, 1, 1)
             out = torch.where(pick, grey, out)
         return out
+
+
+#: The synthetic acquisition shifts of :func:`corrupt`, with the meaning of their severity.
+SHIFTS = {
+    "noise": "standard deviation of added Gaussian noise, in units of the full intensity range",
+    "blur": "standard deviation of a Gaussian blur, in pixels",
+    "contrast": "fraction of contrast removed (0: unchanged, 1: a flat grey image)",
+    "resolution": "down-sampling factor before up-sampling back to the original size",
+}
+
+
+def corrupt(images: torch.Tensor, kind: str, severity: float, seed: int = 0) -> torch.Tensor:
+    """A synthetic acquisition shift of ``uint8`` images, to test how robust a model is.
+
+    Each kind imitates something that differs between scanners and protocols: noise (lower dose,
+    shorter acquisition), blur (motion, a softer reconstruction kernel), lower contrast (another
+    exposure or window) and lower resolution (a coarser matrix, then up-sampled). Severity 0
+    returns the images unchanged.
+
+    Args:
+        images: ``uint8`` images ``(N, C, H, W)``.
+        kind: One of :data:`SHIFTS`.
+        severity: How strong (see :data:`SHIFTS` for the unit of each kind); >= 0, and < 1 for contrast.
+        seed: Seed of the noise (the same seed gives the same noise).
+
+    Returns:
+        ``uint8`` images of the same shape.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    if kind not in SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; use one of {sorted(SHIFTS)}")
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} of shape {tuple(images.shape)}")
+    if severity < 0 or (kind == "contrast" and severity >= 1) or (kind == "resolution" and 0 < severity < 1):
+        raise ValueError(f"severity {severity} is out of range for {kind!r}: {SHIFTS[kind]}")
+    if severity == 0 or (kind == "resolution" and severity == 1):
+        return images.clone()
+    x = images.float() / 255.0
+    if kind == "noise":
+        generator = torch.Generator(device=images.device).manual_seed(seed)
+        x = x + severity * torch.randn(x.shape, generator=generator, device=images.device)
+    elif kind == "blur":
+        radius = max(1, math.ceil(3 * severity))
+        x = TF.gaussian_blur(x, kernel_size=[2 * radius + 1] * 2, sigma=[float(severity)] * 2)
+    elif kind == "contrast":
+        x = TF.adjust_contrast(x, 1.0 - severity)
+    else:
+        size = images.shape[-2:]
+        small = [max(1, round(s / severity)) for s in size]
+        x = F.interpolate(F.interpolate(x, size=small, mode="area"), size=tuple(size), mode="bilinear", align_corners=False)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -59,6 +59,7 @@ __all__ = [
     "md5sum",
     "MEDMNIST_V2_RESULTS",
     "medmnist_v2_table",
+    "volume_slices",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -849,3 +850,31 @@ def medmnist_v2_table(flag: str) -> "pd.DataFrame":
     if flag not in MEDMNIST_V2_RESULTS:
         raise ValueError(f"no published MedMNIST v2 results stored for {flag!r}; have {sorted(MEDMNIST_V2_RESULTS)}")
     return pd.DataFrame(MEDMNIST_V2_RESULTS[flag], index=["AUC", "ACC"]).T
+
+
+def volume_slices(volumes: ImageSet, n_slices: int) -> tuple[ImageSet, np.ndarray]:
+    """The central ``n_slices`` axial slices of every volume, as a 2D split, and each slice's volume.
+
+    Every slice inherits its volume's label (a *weak* label: the finding need not be visible in
+    every slice). The second return value says which volume each slice came from, so that slice
+    predictions can be aggregated back to one per volume (study level), and confidence intervals
+    can resample volumes rather than slices (:func:`dlmi.metrics.bootstrap_ci` with ``groups``).
+
+    Args:
+        volumes: A 3D split, images ``(N, C, D, H, W)``.
+        n_slices: How many slices around the middle of D to keep per volume.
+
+    Returns:
+        ``(slices, volume_index)``: images ``(N * n_slices, C, H, W)`` ordered volume by volume,
+        and an ``int64`` array ``(N * n_slices,)`` of volume indices.
+    """
+    if volumes.images.ndim != 5:
+        raise ValueError(f"expected 3D volumes (N, C, D, H, W), got shape {tuple(volumes.images.shape)}")
+    n, c, d, h, w = volumes.images.shape
+    if not 1 <= n_slices <= d:
+        raise ValueError(f"n_slices must lie in [1, {d}] (the volumes' depth), got {n_slices}")
+    start = (d - n_slices) // 2
+    images = volumes.images[:, :, start : start + n_slices].transpose(1, 2).reshape(n * n_slices, c, h, w)
+    labels = volumes.labels.repeat_interleave(n_slices, dim=0)
+    note = f"{volumes.note}; central {n_slices} of {d} axial slices per volume"
+    return replace(volumes, images=images.contiguous(), labels=labels, note=note), np.repeat(np.arange(n), n_slices)
