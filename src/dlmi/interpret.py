@@ -10,12 +10,13 @@ linearly (:func:`linear_probe`). Chapter 8 attributes a prediction to input pixe
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import torch
-from captum import attr as captum_attr
+from tqdm import TqdmExperimentalWarning, TqdmWarning
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from sklearn.decomposition import PCA
@@ -28,6 +29,13 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from dlmi.config import get_settings
 from dlmi.data import ImageSet
 from dlmi.train import to_float
+
+with warnings.catch_warnings():
+    # captum imports tqdm.auto, which warns in a notebook without ipywidgets ("IProgress not
+    # found"); we never show captum's progress bars, so that warning is noise.
+    warnings.simplefilter("ignore", TqdmWarning)
+    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    from captum import attr as captum_attr
 
 __all__ = ["layer_outputs", "linear_probe"]
 

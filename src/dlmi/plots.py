@@ -719,3 +719,180 @@ def lesion_features(
     right.grid(alpha=0.3, axis="y")
     fig.suptitle(title or "Lesion features")
     return fig
+
+
+# --- attribution figures (chapter 8: dlmi.interpret) ---
+
+__all__ += ["attribution_overlays", "deletion_curves", "randomisation_cascade", "randomisation_similarity"]
+
+
+def _unit_map(attribution: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One attribution ``(C, H, W)`` or ``(H, W)`` -> its magnitude (abs, summed over channels) scaled to [0, 1]."""
+    a = np.abs(np.asarray(attribution.detach().cpu() if isinstance(attribution, torch.Tensor) else attribution, dtype=float))
+    if a.ndim == 3:
+        a = a.sum(0)
+    top = a.max()
+    return a / top if top > 0 else a
+
+
+def _heat_rgba(unit: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+    """A [0, 1] map -> RGBA whose opacity grows with the value, so the image shows through weak regions."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[cmap](unit)
+    rgba[..., 3] = 0.1 + 0.85 * unit
+    return rgba
+
+
+def _outline(ax, region: np.ndarray, color: str = "cyan") -> None:
+    """Draw the bounding box of a boolean ``(H, W)`` region."""
+    from matplotlib.patches import Rectangle
+
+    rows, cols = np.nonzero(region)
+    ax.add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), np.ptp(cols) + 1, np.ptp(rows) + 1,
+                           fill=False, edgecolor=color, lw=1.2, ls="--"))
+
+
+def attribution_overlays(
+    images: torch.Tensor,
+    attributions: Mapping[str, torch.Tensor],
+    row_labels: Sequence[str] | None = None,
+    region: np.ndarray | None = None,
+    title: str = "Attribution maps",
+) -> Figure:
+    """A grid: one row per image, the image then one overlay per attribution method.
+
+    Each map is the magnitude of the attributions (absolute values summed over channels),
+    scaled to [0, 1] within its own image, drawn in the "inferno" colours with an opacity that
+    grows with the value over the greyscale (or colour) image.
+
+    Args:
+        images: ``uint8`` images ``(N, C, H, W)``.
+        attributions: ``{method: attributions (N, C, H, W)}``.
+        row_labels: A label per image (e.g. true class and probability), shown left of each row.
+        region: Optional boolean ``(H, W)`` region to outline on every panel (e.g. a marker).
+        title: Figure title.
+    """
+    n = len(images)
+    for name, a in attributions.items():
+        if tuple(a.shape) != tuple(images.shape):
+            raise ValueError(f"attributions of {name!r} have shape {tuple(a.shape)}, images {tuple(images.shape)}")
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"{len(row_labels)} row labels for {n} images")
+    cols = 1 + len(attributions)
+    fig = new_figure(figsize=(1.75 * cols + 1.2, 1.75 * n + 0.7))
+    axes = fig.subplots(n, cols, squeeze=False)
+    for i in range(n):
+        img, cmap = _image(images[i])
+        for j, ax in enumerate(axes[i]):
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            if j > 0:
+                ax.imshow(_heat_rgba(_unit_map(list(attributions.values())[j - 1][i])))
+            if region is not None:
+                _outline(ax, region)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    for ax, name in zip(axes[0], ["image", *attributions]):
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def randomisation_cascade(
+    image: torch.Tensor,
+    steps: Mapping[str, Sequence[tuple[str, torch.Tensor]]],
+    title: str = "Cascading randomisation of the weights",
+) -> Figure:
+    """The maps of one image as the network's blocks are randomised from the head down.
+
+    Args:
+        image: One ``uint8`` image ``(C, H, W)``.
+        steps: ``{method: [(step label, attribution (C, H, W)), ...]}``, from
+            :func:`dlmi.interpret.cascading_randomisation` (one image's slice); every method
+            with the same step labels.
+        title: Figure title.
+    """
+    labels = [label for label, _ in next(iter(steps.values()))]
+    fig = new_figure(figsize=(1.45 * (len(labels) + 1) + 1.0, 1.55 * len(steps) + 0.9))
+    axes = fig.subplots(len(steps), len(labels) + 1, squeeze=False)
+    img, cmap = _image(image)
+    for r, (method, seq) in enumerate(steps.items()):
+        if [label for label, _ in seq] != labels:
+            raise ValueError(f"method {method!r} has other steps than {labels}")
+        axes[r, 0].imshow(img, cmap=cmap, vmin=0, vmax=255)
+        axes[r, 0].set_ylabel(method, fontsize=9)
+        for c, (_, a) in enumerate(seq, start=1):
+            axes[r, c].imshow(_unit_map(a), cmap="inferno", vmin=0, vmax=1)
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=9)
+    for c, label in enumerate(labels, start=1):
+        axes[0, c].set_title(label if c == 1 else f"+ {label}", fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def randomisation_similarity(table: pd.DataFrame, title: str = "Similarity to the trained model's maps") -> Figure:
+    """Rank correlation and SSIM against the trained model's maps, step by step of the cascade.
+
+    Args:
+        table: One row per (method, step, image) with columns ``method``, ``step``,
+            ``spearman`` and ``ssim``; steps in cascade order.
+        title: Figure title.
+    """
+    missing = [c for c in ("method", "step", "spearman", "ssim") if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}")
+    steps = list(dict.fromkeys(table["step"]))
+    fig = new_figure(figsize=(10, 3.9))
+    axes = fig.subplots(1, 2, sharey=True)
+    x = np.arange(len(steps))
+    for ax, col, name in zip(axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM")):
+        for k, (method, part) in enumerate(table.groupby("method", sort=False)):
+            g = part.groupby("step", sort=False)[col]
+            mean, sd = g.mean().reindex(steps), g.std().reindex(steps).fillna(0)
+            ax.plot(x, mean, "o-", color=f"C{k}", label=method, lw=1.5, ms=4)
+            ax.fill_between(x, mean - sd, mean + sd, color=f"C{k}", alpha=0.12)
+        ax.axhline(0, color="0.4", lw=0.8, ls=":")
+        ax.set_xticks(x, [s if i < 2 else f"+ {s}" for i, s in enumerate(steps)], rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{name} (mean ± sd over images)", fontsize=10)
+        ax.set_xlabel("blocks randomised, from the head down")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("similarity to the trained model's map")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def deletion_curves(
+    fractions: np.ndarray,
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    title: str = "Deletion and insertion curves",
+) -> Figure:
+    """Mean deletion/insertion curves, one panel per curve type, area under the curve in the legend.
+
+    Args:
+        fractions: ``(S,)`` fractions of pixels removed or inserted, 0 to 1.
+        curves: ``{panel (e.g. "deletion"): {method: probabilities (N, S)}}``, from
+            :func:`dlmi.interpret.deletion_curve`.
+        title: Figure title.
+    """
+    fig = new_figure(figsize=(5.0 * len(curves), 4.0))
+    axes = np.atleast_1d(fig.subplots(1, len(curves), sharey=True))
+    for ax, (panel, by_method) in zip(axes, curves.items()):
+        for k, (method, probs) in enumerate(by_method.items()):
+            probs = np.asarray(probs)
+            if probs.shape[-1] != len(fractions):
+                raise ValueError(f"{panel}/{method}: {probs.shape[-1]} points for {len(fractions)} fractions")
+            area = np.trapezoid(probs, fractions, axis=-1).mean()
+            style = {"color": "0.3", "ls": "--"} if method.startswith("random") else {"color": f"C{k}"}
+            ax.plot(fractions, probs.mean(0), lw=1.6, label=f"{method} (AUC {area:.3f})", **style)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("fraction of pixels, most attributed first")
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("probability of the explained class (mean over images)")
+    fig.suptitle(title)
+    return fig
