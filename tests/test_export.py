@@ -87,6 +87,6 @@ def test_model_card_sections():
     assert card.startswith("**Model card: m**")
     assert "**Intended use**\n\nteaching" in card
     assert "- a\n- b" in card
-    assert "| AUC | 0.9 [0.8, 1.0] |" in card
+    assert "- AUC: **0.9 [0.8, 1.0]**" in card
     with pytest.raises(ValueError, match="'Limitations' is empty"):
         export.model_card("m", {"Limitations": []})

@@ -177,9 +177,8 @@ def torch_runner(model: nn.Module, image: torch.Tensor) -> Callable[[], torch.Te
 
 
 def _section(title: str, body: str | Sequence[str] | Mapping[str, str]) -> str:
-    if isinstance(body, Mapping):
-        lines = [f"| {k} | {v} |" for k, v in body.items()]
-        text = "\n".join(["| | |", "|---|---|", *lines])
+    if isinstance(body, Mapping):  # a list, not a table: CommonMark (how notebooks render Markdown) has no tables
+        text = "\n".join(f"- {k}: **{v}**" for k, v in body.items())
     elif isinstance(body, str):
         text = body
     else:
@@ -194,7 +193,8 @@ def model_card(name: str, sections: Mapping[str, str | Sequence[str] | Mapping[s
     Args:
         name: The model's name.
         sections: ``{section title: text}``, where text is a paragraph (``str``), a bullet list
-            (a sequence of strings) or a two-column table (a mapping). Typical sections: model
+            (a sequence of strings) or named values (a mapping, shown as a list of
+            ``name: **value**``). Typical sections: model
             details, intended use, out-of-scope uses, data, metrics (with confidence intervals),
             limitations, ethical considerations.
 
