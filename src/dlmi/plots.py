@@ -8,6 +8,7 @@ a notebook shows one only where it asks to (``display(fig)``, a cell ending in `
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -718,6 +719,143 @@ def lesion_features(
     right.set_title(f"{feature_label} per sequence (line: median)", fontsize=10)
     right.grid(alpha=0.3, axis="y")
     fig.suptitle(title or "Lesion features")
+    return fig
+
+# --- evaluation figures (chapter 7: dlmi.metrics) ---
+
+__all__ += ["image_grid", "pr_curves", "reliability_diagram", "robustness_curves", "score_histograms"]
+
+
+def pr_curves(
+    labels: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray],
+    scores: Mapping[str, np.ndarray],
+    title: str = "Precision-recall curves",
+) -> Figure:
+    """Precision-recall curves of binary classifiers, average precision (AP) in the legend.
+
+    The dotted line is the prevalence: the precision of a classifier that ignores the image.
+
+    Args:
+        labels: True labels ``(N,)`` shared by every curve, or ``{curve: labels}``.
+        scores: ``{curve: positive-class scores (N,)}``.
+        title: Figure title.
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig = new_figure(figsize=(5.6, 5.0))
+    ax = fig.subplots()
+    for i, (name, s) in enumerate(scores.items()):
+        y, s = np.asarray(labels[name] if isinstance(labels, Mapping) else labels), np.asarray(s)
+        if s.shape != y.shape:
+            raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
+        precision, recall, _ = precision_recall_curve(y, s)
+        ax.plot(recall, precision, color=f"C{i % 10}", lw=1.5, label=f"{name} (AP {average_precision_score(y, s):.3f})")
+        ax.axhline(y.mean(), color=f"C{i % 10}", ls=":", lw=1)
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (positive predictive value)")
+    ax.set_xlim(-0.01, 1.01), ax.set_ylim(-0.01, 1.01), ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="lower left")
+    fig.suptitle(title)
+    return fig
+
+
+def score_histograms(labels: np.ndarray, scores: np.ndarray, classes: Sequence[str], thresholds: Mapping[str, float] | None = None,
+                     title: str = "Scores by true class") -> Figure:
+    """Histograms of a binary classifier's scores for each true class, with thresholds as vertical lines.
+
+    Args:
+        labels: True labels ``(N,)``, 0 or 1.
+        scores: Positive-class scores ``(N,)`` in [0, 1].
+        classes: Names of class 0 and class 1.
+        thresholds: ``{name: threshold}`` to mark.
+        title: Figure title.
+    """
+    y, s = np.asarray(labels), np.asarray(scores)
+    fig = new_figure(figsize=(7.5, 3.4))
+    ax = fig.subplots()
+    bins = np.linspace(0, 1, 41)
+    for c, name in enumerate(classes):
+        ax.hist(s[y == c], bins=bins, alpha=0.55, color=f"C{c}", label=f"true {name} (n={int((y == c).sum())})")
+    for i, (name, t) in enumerate((thresholds or {}).items()):
+        ax.axvline(t, color="k", ls=["--", ":", "-."][i % 3], lw=1.2, label=f"{name}: {t:.3f}")
+    ax.set_xlabel(f"predicted probability of {classes[1]}")
+    ax.set_ylabel("images")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def reliability_diagram(tables: Mapping[str, pd.DataFrame], title: str = "Reliability diagram") -> Figure:
+    """Accuracy against confidence per bin (from :func:`dlmi.metrics.reliability_table`), one line per model.
+
+    A calibrated model lies on the diagonal; below it, the model is over-confident. The lower
+    panel shows how many cases fall in each bin (log scale).
+    """
+    fig = new_figure(figsize=(5.6, 6.2))
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], color="0.5", ls=":", lw=1, label="perfect calibration")
+    width = 1.0 / max(1, max(len(t) for t in tables.values())) / (len(tables) + 1)
+    for i, (name, t) in enumerate(tables.items()):
+        top.plot(t["confidence"], t["accuracy"], "o-", color=f"C{i % 10}", ms=4, lw=1.5, label=name)
+        centres = (t["bin_low"] + t["bin_high"]) / 2
+        bottom.bar(centres + (i - (len(tables) - 1) / 2) * 0.02, t["count"], width=0.02, color=f"C{i % 10}", alpha=0.8)
+    top.set_ylabel("accuracy in the bin")
+    top.set_xlim(0, 1.01), top.set_ylim(0, 1.01)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (largest predicted probability)")
+    bottom.set_ylabel("cases")
+    bottom.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def robustness_curves(table: pd.DataFrame, metric: str = "auc", units: Mapping[str, str] | None = None,
+                      title: str = "Robustness to synthetic shifts") -> Figure:
+    """A metric against the severity of each synthetic shift, mean over seeds with a band of ± 1 sd.
+
+    Args:
+        table: One row per (shift, severity, seed) with columns ``shift, severity, seed`` and ``metric``.
+        metric: The column to plot.
+        units: ``{shift: x-axis label}``.
+        title: Figure title.
+    """
+    _check_columns(table, ["shift", "severity", "seed", metric])
+    shifts = list(dict.fromkeys(table["shift"]))
+    fig = new_figure(figsize=(3.0 * len(shifts), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(shifts), sharey=True))
+    for ax, shift in zip(axes, shifts):
+        stats = table[table["shift"] == shift].groupby("severity")[metric].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], "o-", color="C0", ms=4)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color="C0", alpha=0.25)
+        ax.set_title(shift, fontsize=10)
+        ax.set_xlabel((units or {}).get(shift, "severity"), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    fig.suptitle(title)
+    return fig
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str], cols: int = 8, title: str | None = None) -> Figure:
+    """Images ``(N, C, H, W)`` in a grid, each with its own small title (e.g. label and prediction)."""
+    if len(images) != len(titles):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = new_figure(figsize=(1.5 * cols, 1.75 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, text in zip(axes, images, titles):
+        arr, cmap = _image(img)
+        ax.imshow(arr, cmap=cmap, vmin=0, vmax=255)
+        ax.set_title(text, fontsize=7)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
