@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.decomposition import PCA
@@ -177,27 +178,40 @@ def roc_curves(
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fig = new_figure(figsize=(5.6, 5.0))
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="chance (AUC 0.5)")
-    for i, (name, s) in enumerate(scores.items()):
-        y = np.asarray(labels[name] if isinstance(labels, Mapping) else labels)
-        s = np.asarray(s)
-        if s.shape != y.shape:
-            raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
+    def draw(ax, name: str, y: np.ndarray, s: np.ndarray, colour: str) -> None:
         fpr, tpr, _ = roc_curve(y, s)
-        colour = f"C{i % 10}"
         ax.plot(fpr, tpr, color=colour, lw=1.5, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
         if points and name in points:
             pred = s >= points[name]
             ax.plot(pred[y == 0].mean(), pred[y == 1].mean(), "o", color=colour, ms=6, mec="k")
+
+    def chance(ax) -> None:
+        ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="chance (AUC 0.5)")
+
+    fig, ax = _curves_figure(labels, scores, draw, title, first=chance)
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
+    ax.legend(fontsize=7.5, loc="lower right")
+    return fig
+
+
+def _curves_figure(labels, scores: Mapping[str, np.ndarray], draw, title: str, first=None) -> tuple[Figure, Axes]:
+    """One square unit-range panel with a curve per entry of ``scores``, drawn by ``draw(ax, name, y, s, colour)``
+    after ``first(ax)`` (e.g. a reference line)."""
+    fig = new_figure(figsize=(5.6, 5.0))
+    ax = fig.subplots()
+    if first is not None:
+        first(ax)
+    for i, (name, s) in enumerate(scores.items()):
+        y, s = np.asarray(labels[name] if isinstance(labels, Mapping) else labels), np.asarray(s)
+        if s.shape != y.shape:
+            raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
+        draw(ax, name, y, s, f"C{i % 10}")
     ax.set_xlim(-0.01, 1.01), ax.set_ylim(-0.01, 1.01), ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower right")
     fig.suptitle(title)
-    return fig
+    return fig, ax
+
 
 # --- io figures (dlmi.io helpers) ---
 
@@ -742,21 +756,15 @@ def pr_curves(
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    fig = new_figure(figsize=(5.6, 5.0))
-    ax = fig.subplots()
-    for i, (name, s) in enumerate(scores.items()):
-        y, s = np.asarray(labels[name] if isinstance(labels, Mapping) else labels), np.asarray(s)
-        if s.shape != y.shape:
-            raise ValueError(f"scores of {name!r} have shape {s.shape}, labels {y.shape}")
+    def draw(ax, name: str, y: np.ndarray, s: np.ndarray, colour: str) -> None:
         precision, recall, _ = precision_recall_curve(y, s)
-        ax.plot(recall, precision, color=f"C{i % 10}", lw=1.5, label=f"{name} (AP {average_precision_score(y, s):.3f})")
-        ax.axhline(y.mean(), color=f"C{i % 10}", ls=":", lw=1)
+        ax.plot(recall, precision, color=colour, lw=1.5, label=f"{name} (AP {average_precision_score(y, s):.3f})")
+        ax.axhline(y.mean(), color=colour, ls=":", lw=1)
+
+    fig, ax = _curves_figure(labels, scores, draw, title)
     ax.set_xlabel("recall (sensitivity)")
     ax.set_ylabel("precision (positive predictive value)")
-    ax.set_xlim(-0.01, 1.01), ax.set_ylim(-0.01, 1.01), ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower left")
-    fig.suptitle(title)
     return fig
 
 
