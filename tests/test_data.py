@@ -862,3 +862,50 @@ def test_volume_slices_bad_input():
     vols = replace(flat, images=torch.zeros(2, 1, 5, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"n_slices must lie in \[1, 5\]"):
         data.volume_slices(vols, 6)
+
+
+# --------------------------------------------------------------------------- nuclei split (chapter 9)
+
+
+def test_nuclei_split_is_fixed_disjoint_and_complete(shared_data):
+    """The committed split equals a fresh make_nuclei_split of the index: every id in exactly one split."""
+    import pandas as pd
+
+    require(shared_data, "nuclei_dsb2018/index.csv")
+    index = pd.read_csv(shared_data / "nuclei_dsb2018" / "index.csv")
+    stored = data.nuclei_split()
+    assert stored.index.is_unique and set(stored.index) == set(index["image_id"])
+    assert stored.equals(data.make_nuclei_split(index).rename(stored.name))
+    parts = {s: set(stored.index[stored == s]) for s in ("train", "val", "test")}
+    assert sum(len(p) for p in parts.values()) == len(index) == 664
+    assert not (parts["train"] & parts["val"] or parts["train"] & parts["test"] or parts["val"] & parts["test"])
+    assert len(parts["train"]) == 464 and len(parts["val"]) == len(parts["test"]) == 100
+    # stratified: colour images are in every split in about their overall share (107 / 664)
+    colour = set(index.loc[index["channels"] == 3, "image_id"])
+    for p in parts.values():
+        assert abs(len(p & colour) / len(p) - 107 / 664) < 0.03
+
+
+def test_make_nuclei_split_depends_on_seed_only():
+    import pandas as pd
+
+    index = pd.DataFrame({"image_id": [f"i{k:03d}" for k in range(60)], "height": [256] * 40 + [520] * 20,
+                          "width": [256] * 40 + [696] * 20, "channels": [1] * 60})
+    a, b, c = data.make_nuclei_split(index), data.make_nuclei_split(index), data.make_nuclei_split(index, seed=1)
+    assert a.equals(b) and not a.equals(c)
+    assert a.value_counts().to_dict() == {"train": 42, "val": 9, "test": 9}
+    with pytest.raises(ValueError, match="sum"):
+        data.make_nuclei_split(index, fractions=(0.5, 0.2, 0.2))
+
+
+def test_load_nuclei(shared_data):
+    require(shared_data, "nuclei_dsb2018/index.csv")
+    images = data.load_nuclei("test")
+    assert len(images) == 100
+    assert [x.image_id for x in images] == sorted(x.image_id for x in images)
+    for x in images[:10]:
+        assert x.image.dtype == np.uint8 and x.image.ndim == 3 and x.image.shape[0] in (1, 3)
+        assert x.labels.shape == x.image.shape[1:] and x.labels.max() >= 1
+        assert set(np.unique(x.mask)) <= {0, 1}
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.load_nuclei("training")

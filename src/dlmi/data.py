@@ -60,6 +60,10 @@ __all__ = [
     "MEDMNIST_V2_RESULTS",
     "medmnist_v2_table",
     "volume_slices",
+    "NucleiImage",
+    "load_nuclei",
+    "make_nuclei_split",
+    "nuclei_split",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -878,3 +882,92 @@ def volume_slices(volumes: ImageSet, n_slices: int) -> tuple[ImageSet, np.ndarra
     labels = volumes.labels.repeat_interleave(n_slices, dim=0)
     note = f"{volumes.note}; central {n_slices} of {d} axial slices per volume"
     return replace(volumes, images=images.contiguous(), labels=labels, note=note), np.repeat(np.arange(n), n_slices)
+
+
+# --------------------------------------------------------------------------- nuclei (DSB 2018)
+
+#: The book's fixed train/val/test split of the DSB 2018 nuclei images, by image id (package data,
+#: written once by :func:`make_nuclei_split`; a test checks that it is reproducible).
+NUCLEI_SPLIT_FILE = Path(__file__).with_name("nuclei_split.csv")
+
+
+@dataclass(frozen=True)
+class NucleiImage:
+    """One microscopy image and its nuclei.
+
+    Attributes:
+        image_id: The image's id in the dataset.
+        image: ``uint8`` ``(C, H, W)``, C = 1 (grey) or 3 (colour).
+        labels: ``int32`` ``(H, W)`` instance label map: 0 background, each nucleus its own id.
+    """
+
+    image_id: str
+    image: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The binary foreground mask ``(H, W)``, ``uint8``."""
+        return (self.labels > 0).astype(np.uint8)
+
+
+def make_nuclei_split(index: "pd.DataFrame", fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> "pd.Series":
+    """Assign every image id to ``"train"``, ``"val"`` or ``"test"``, stratified by image kind.
+
+    The DSB 2018 images come from very different set-ups (fluorescence, brightfield, stained
+    tissue; sizes from 256 to 1388 pixels). Stratifying by kind (channels and size; kinds with
+    fewer than 10 images pooled) keeps every kind in every split in about the same proportion.
+
+    Args:
+        index: The dataset's ``index.csv`` (columns ``image_id, height, width, channels``).
+        fractions: Shares of train, val and test; they must sum to 1.
+        seed: Seed of the random assignment.
+
+    Returns:
+        A Series ``image_id -> split``, sorted by id.
+    """
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
+        raise ValueError(f"fractions must be three positive shares summing to 1, got {fractions}")
+    kind = index["channels"].astype(str) + "ch-" + index["height"].astype(str) + "x" + index["width"].astype(str)
+    counts = kind.value_counts()
+    kind = kind.where(kind.map(counts) >= 10, "other")
+    ids = index["image_id"].to_numpy()
+    train, rest, _, kind_rest = train_test_split(ids, kind.to_numpy(), train_size=fractions[0], stratify=kind, random_state=seed)
+    val, test = train_test_split(rest, train_size=fractions[1] / (fractions[1] + fractions[2]), stratify=kind_rest, random_state=seed)
+    split = pd.Series({**{i: "train" for i in train}, **{i: "val" for i in val}, **{i: "test" for i in test}}, name="split")
+    split.index.name = "image_id"
+    return split.sort_index()
+
+
+def nuclei_split() -> "pd.Series":
+    """The book's fixed split of the nuclei images: ``image_id -> "train" | "val" | "test"``."""
+    import pandas as pd
+
+    return pd.read_csv(NUCLEI_SPLIT_FILE, index_col="image_id")["split"]
+
+
+def load_nuclei(split: str = "train") -> list[NucleiImage]:
+    """The DSB 2018 nuclei images of one split of :func:`nuclei_split`, in id order.
+
+    Images keep their own sizes (256 x 256 up to 1040 x 1388), so they come as a list rather
+    than one tensor: train on random patches, predict whole images with a sliding window.
+
+    Raises:
+        ValueError: unknown split, or an image whose mask does not match it in size.
+    """
+    from PIL import Image
+
+    _check_split(split)
+    folder = fetch("nuclei_dsb2018").folder
+    out = []
+    for image_id in nuclei_split().loc[lambda s: s == split].index:
+        image = np.asarray(Image.open(folder / "images" / f"{image_id}.png"))
+        labels = np.asarray(Image.open(folder / "masks" / f"{image_id}.png")).astype(np.int32)
+        image = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+        if image.shape[1:] != labels.shape:
+            raise ValueError(f"nuclei image {image_id}: image {image.shape[1:]} and mask {labels.shape} differ in size")
+        out.append(NucleiImage(image_id, np.ascontiguousarray(image, dtype=np.uint8), labels))
+    return out

@@ -1,0 +1,164 @@
+"""Tests of dlmi.segment: U-Net shapes, overlap metrics, lesion-wise and instance-level detection counts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlmi.segment import UNet, lesion_metrics, match_instances, monai_unet, overlap_metrics
+
+
+@pytest.mark.parametrize("merge", ["concat", "add"])
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 96), (128, 40)])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_unet_keeps_the_image_size(merge, height, width, in_channels):
+    torch.manual_seed(0)
+    model = UNet(in_channels, 2, widths=(8, 16, 32, 64), merge=merge).eval()
+    out = model(torch.rand(2, in_channels, height, width))
+    assert out.shape == (2, 2, height, width)
+
+
+def test_unet_two_levels_and_odd_sizes():
+    """Two levels pool once: any even size works, an odd one is refused with a clear message."""
+    model = UNet(1, 1, widths=(4, 8)).eval()
+    assert model(torch.rand(1, 1, 10, 6)).shape == (1, 1, 10, 6)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        model(torch.rand(1, 1, 9, 6))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        UNet(1, 1, widths=(4, 8, 16, 32))(torch.rand(1, 1, 36, 36))
+
+
+def test_unet_merge_changes_parameter_count():
+    """Concatenation doubles the decoder's input channels, addition does not."""
+    concat, add = UNet(1, 1, merge="concat"), UNet(1, 1, merge="add")
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(concat) > n(add)
+    with pytest.raises(ValueError, match="merge"):
+        UNet(1, 1, merge="sum")
+
+
+@pytest.mark.parametrize("merge", ["concat", "add"])
+def test_unet_learns_a_mask(merge):
+    """Thirty Adam steps on one image of two bright discs bring the mask's Dice above 0.9."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    mask = (((yy - 10) ** 2 + (xx - 10) ** 2) < 25) | (((yy - 22) ** 2 + (xx - 20) ** 2) < 16)
+    image = (0.2 + 0.6 * mask + 0.05 * torch.randn(32, 32))[None, None]
+    model = UNet(1, 1, widths=(8, 16, 32), merge=merge)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(image)[0, 0], mask.float())
+        loss.backward()
+        opt.step()
+    pred = model.eval()(image)[0, 0] > 0
+    assert overlap_metrics(pred, mask, hausdorff=False)["dice"] > 0.9
+
+
+def test_monai_unet_shapes():
+    model = monai_unet(1, 2, widths=(8, 16, 32)).eval()
+    assert model(torch.rand(1, 1, 32, 48)).shape == (1, 2, 32, 48)
+
+
+def test_overlap_metrics_by_hand():
+    """Two 4-pixel squares sharing 2 pixels: Dice = 2*2/(4+4) = 0.5, IoU = 2/6."""
+    a = np.zeros((8, 8), np.uint8)
+    b = np.zeros((8, 8), np.uint8)
+    a[2:4, 2:4] = 1
+    b[2:4, 3:5] = 1
+    out = overlap_metrics(a, b)
+    assert out["dice"] == pytest.approx(0.5)
+    assert out["iou"] == pytest.approx(1 / 3)
+    assert out["accuracy"] == pytest.approx(1 - 4 / 64)
+    assert out["hd95"] == pytest.approx(1.0)
+
+
+def test_overlap_metrics_empty_cases():
+    empty = np.zeros((5, 5))
+    assert overlap_metrics(empty, empty)["dice"] == 1.0
+    one = empty.copy()
+    one[2, 2] = 1
+    out = overlap_metrics(empty, one)
+    assert out["dice"] == 0.0 and math.isnan(out["hd95"])
+    # the voxel-accuracy paradox: a model that finds nothing is 24/25 accurate here
+    assert out["accuracy"] == pytest.approx(24 / 25)
+    with pytest.raises(ValueError, match="differ in shape"):
+        overlap_metrics(empty, np.zeros((4, 5)))
+
+
+def _lesions_3d():
+    """Reference: three lesions. Prediction: finds lesions 1 and 2 (partly), misses 3, adds 2 false alarms."""
+    t = np.zeros((10, 20, 20), np.uint8)
+    t[1:3, 1:4, 1:4] = 1        # lesion 1
+    t[5:8, 10:14, 10:14] = 1    # lesion 2
+    t[8, 2, 17] = 1             # lesion 3 (one voxel)
+    p = np.zeros_like(t)
+    p[2, 2, 2] = 1              # touches lesion 1
+    p[6:9, 12:16, 12:16] = 1    # overlaps lesion 2
+    p[0, 18, 0:3] = 1           # false alarm
+    p[9, 10, 1] = 1             # false alarm (one voxel)
+    return p, t
+
+
+def test_lesion_metrics_known_counts():
+    p, t = _lesions_3d()
+    out = lesion_metrics(p, t)
+    assert (out["n_lesions"], out["n_predicted"]) == (3, 4)
+    assert (out["detected"], out["missed"], out["false_positives"]) == (2, 1, 2)
+    assert out["sensitivity"] == pytest.approx(2 / 3)
+    assert out["precision"] == pytest.approx(2 / 4)
+    assert out["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+
+
+def test_lesion_metrics_min_size_drops_speckle():
+    """Dropping predicted components under 2 voxels removes one false alarm and the 1-voxel hit on lesion 1."""
+    p, t = _lesions_3d()
+    out = lesion_metrics(p, t, min_size=2)
+    assert (out["n_predicted"], out["detected"], out["false_positives"]) == (2, 1, 1)
+
+
+def test_lesion_metrics_nothing_found():
+    t = np.zeros((6, 6), np.uint8)
+    t[1, 1] = t[4, 4] = 1
+    out = lesion_metrics(np.zeros_like(t), t)
+    assert out["sensitivity"] == 0.0 and math.isnan(out["precision"]) and out["missed"] == 2
+
+
+def test_match_instances_known_counts():
+    """Reference nuclei 1, 2, 3; prediction: a perfect copy of 1, a shifted 2 (IoU 1/3), one spurious object."""
+    t = np.zeros((12, 12), np.int32)
+    t[0:3, 0:3] = 1
+    t[5:7, 5:8] = 2
+    t[10:12, 0:2] = 3
+    p = np.zeros_like(t)
+    p[0:3, 0:3] = 7
+    p[5:7, 6:9] = 8             # overlaps 2 in 4 pixels: IoU 4 / 8 = 0.5 -> a match at >= 0.5
+    p[9:11, 9:11] = 9
+    out = match_instances(p, t)
+    assert (out["tp"], out["fp"], out["fn"]) == (2, 1, 1)
+    assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
+    assert out["mean_matched_iou"] == pytest.approx((1.0 + 0.5) / 2)
+    strict = match_instances(p, t, iou_threshold=0.6)
+    assert (strict["tp"], strict["fp"], strict["fn"]) == (1, 2, 2)
+
+
+def test_match_instances_one_to_one():
+    """One large prediction covering two nuclei can match at most one of them."""
+    t = np.zeros((4, 8), np.int32)
+    t[:, 0:4] = 1
+    t[:, 4:8] = 2
+    p = np.ones_like(t)
+    out = match_instances(p, t)
+    assert out["tp"] == 1 and out["fn"] == 1 and out["fp"] == 0 or out["tp"] == 0
+    assert out["tp"] + out["fn"] == 2
+
+
+def test_match_instances_empty_and_bad_threshold():
+    z = np.zeros((4, 4), np.int32)
+    out = match_instances(z, z)
+    assert out["tp"] == 0 and math.isnan(out["precision"])
+    with pytest.raises(ValueError, match="iou_threshold"):
+        match_instances(z, z, iou_threshold=0)
