@@ -162,3 +162,90 @@ def test_match_instances_empty_and_bad_threshold():
     assert out["tp"] == 0 and math.isnan(out["precision"])
     with pytest.raises(ValueError, match="iou_threshold"):
         match_instances(z, z, iou_threshold=0)
+
+
+# --------------------------------------------------------------------------- preprocessing, patches, sliding window
+
+from dlmi.segment import normalise_in_mask, sample_patches, sliding_window_predict  # noqa: E402
+
+
+def test_normalise_in_mask():
+    rng = np.random.default_rng(0)
+    v = np.zeros((10, 12, 14), np.float32)
+    v[2:8, 3:9, 4:10] = rng.normal(300, 40, (6, 6, 6))
+    out = normalise_in_mask(v)
+    inside = v > 0
+    assert out[inside].mean() == pytest.approx(0, abs=1e-5) and out[inside].std() == pytest.approx(1, abs=1e-4)
+    assert (out[~inside] == 0).all() and out.dtype == np.float32
+
+
+@pytest.mark.parametrize(("volume", "mask", "match"), [
+    (np.full((3, 3), np.nan), None, "NaN"),
+    (np.ones((3, 3)), np.zeros((3, 3)), "fewer than 2"),
+    (np.ones((3, 3)), np.ones((3, 3)), "constant"),
+    (np.ones((3, 3)), np.ones((2, 3)), "differs"),
+])
+def test_normalise_in_mask_errors(volume, mask, match):
+    with pytest.raises(ValueError, match=match):
+        normalise_in_mask(volume, mask)
+
+
+def _toy_images():
+    images = [np.full((1, 40, 50), 7, np.uint8), np.full((3, 12, 9), 9, np.uint8)]
+    masks = [np.zeros((40, 50), np.uint8), np.zeros((12, 9), np.uint8)]
+    masks[0][30, 10] = 1
+    masks[1][3:5, 3:5] = 1
+    return images, masks
+
+
+def test_sample_patches_shapes_and_foreground():
+    images, masks = _toy_images()
+    x, y = sample_patches(images[:1], masks[:1], size=16, n=20, pos_fraction=1.0, seed=0)
+    assert x.shape == (20, 1, 16, 16) and y.shape == (20, 1, 16, 16) and x.dtype == torch.uint8
+    assert (y[:, 0, 8, 8] == 1).all()  # every patch centred on the single foreground pixel
+    a, _ = sample_patches(images[:1], masks[:1], size=16, n=20, pos_fraction=0.0, seed=0)
+    b, _ = sample_patches(images[:1], masks[:1], size=16, n=20, pos_fraction=0.0, seed=0)
+    assert torch.equal(a, b)
+
+
+def test_sample_patches_pads_small_images():
+    images, masks = _toy_images()
+    x, y = sample_patches(images[1:], masks[1:], size=32, n=5, pos_fraction=1.0, seed=1)
+    assert x.shape == (5, 3, 32, 32)
+    assert (x == 0).any() and (x == 9).any()  # part image, part padding
+    assert int(y.sum()) > 0
+
+
+def test_sample_patches_errors():
+    images, masks = _toy_images()
+    with pytest.raises(ValueError, match="as many masks"):
+        sample_patches(images, masks[:1], 8, 2)
+    with pytest.raises(ValueError, match="pos_fraction"):
+        sample_patches(images, masks, 8, 2, pos_fraction=2)
+
+
+class _Identity(torch.nn.Module):
+    """Logit = 10 * (x - 0.5): a pixel-wise model whose sigmoid output is known exactly."""
+
+    def forward(self, x):
+        return 10 * (x - 0.5)
+
+
+@pytest.mark.parametrize(("height", "width", "roi"), [(37, 50, 16), (16, 16, 16), (10, 70, 32)])
+def test_sliding_window_predict_stitches_exactly(height, width, roi):
+    """A pixel-wise model gives the same output through overlapping windows as on the whole image."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, height, width), dtype=np.uint8)
+    out = sliding_window_predict(_Identity(), image, roi=roi, overlap=0.5)
+    expected = torch.sigmoid(10 * (torch.from_numpy(image).float() / 255 - 0.5))
+    assert out.shape == (1, height, width)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_sliding_window_predict_with_unet():
+    model = UNet(3, 1, widths=(4, 8, 16))
+    image = np.random.default_rng(0).integers(0, 256, (3, 45, 61), dtype=np.uint8)
+    out = sliding_window_predict(model, image, roi=32)
+    assert out.shape == (1, 45, 61) and ((out >= 0) & (out <= 1)).all()
+    with pytest.raises(ValueError, match="uint8"):
+        sliding_window_predict(model, image.astype(np.float32), roi=32)

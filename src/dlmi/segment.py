@@ -18,7 +18,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-__all__ = ["UNet", "lesion_metrics", "match_instances", "monai_unet", "overlap_metrics"]
+__all__ = ["UNet", "lesion_metrics", "match_instances", "monai_unet", "normalise_in_mask", "overlap_metrics", "sample_patches", "sliding_window_predict"]
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -201,3 +201,108 @@ def match_instances(pred_labels: np.ndarray, true_labels: np.ndarray, iou_thresh
     mean_iou = float(iou[rows, cols][matched].mean()) if tp else float("nan")
     return {"tp": float(tp), "fp": float(fp), "fn": float(fn), "precision": precision, "recall": recall, "f1": f1,
             "mean_matched_iou": mean_iou}
+
+
+def normalise_in_mask(volume: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Standardise intensities with the statistics of the voxels inside ``mask`` (e.g. the brain).
+
+    MRI intensities have no fixed unit; z-scoring inside the brain (not the whole field of
+    view, which is mostly background) makes scans comparable. Voxels outside the mask become 0.
+
+    Args:
+        volume: An image or volume of any shape.
+        mask: Boolean mask of the same shape; default ``volume > 0`` (skull-stripped images).
+
+    Returns:
+        ``float32`` array of the same shape: mean 0 and standard deviation 1 inside the mask.
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("volume contains NaN or infinite values; fix or mask them before normalising")
+    m = v > 0 if mask is None else np.asarray(mask, dtype=bool)
+    if m.shape != v.shape:
+        raise ValueError(f"mask shape {m.shape} differs from volume shape {v.shape}")
+    if m.sum() < 2:
+        raise ValueError("the mask holds fewer than 2 voxels: nothing to compute statistics from")
+    inside = v[m]
+    std = inside.std()
+    if std == 0:
+        raise ValueError("the volume is constant inside the mask: it cannot be standardised")
+    return np.where(m, (v - inside.mean()) / std, 0.0).astype(np.float32)
+
+
+def sample_patches(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], size: int, n: int, pos_fraction: float = 0.5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random square patches of images and their masks, a share of them centred on foreground.
+
+    Training on patches instead of whole images lets one batch mix many images of any size, and
+    centring a chosen share of patches on the foreground counters the imbalance of small
+    structures (lesions, nuclei) against a large background.
+
+    Args:
+        images: Images ``(C, H, W)``, sizes may differ between images.
+        masks: Binary masks ``(H, W)`` of the same sizes.
+        size: Side of the square patch; smaller images are zero-padded.
+        n: Number of patches.
+        pos_fraction: Share of patches centred on a random foreground pixel (images without
+            foreground give a uniformly placed patch instead).
+        seed: Seed of the sampling.
+
+    Returns:
+        ``(patches (n, C, size, size), mask patches (n, 1, size, size))`` with the dtypes of the inputs.
+    """
+    if len(images) != len(masks) or not images:
+        raise ValueError(f"need as many masks as images (and at least one), got {len(images)} and {len(masks)}")
+    if not 0 <= pos_fraction <= 1:
+        raise ValueError(f"pos_fraction must lie in [0, 1], got {pos_fraction}")
+    rng = np.random.default_rng(seed)
+    half = size // 2
+    out_x, out_y = [], []
+    for k in rng.integers(0, len(images), n):
+        x, y = np.asarray(images[k]), np.asarray(masks[k])
+        if x.ndim != 3 or x.shape[1:] != y.shape:
+            raise ValueError(f"image {k}: expected (C, H, W) with a mask (H, W) of the same size, got {x.shape} and {y.shape}")
+        x = np.pad(x, ((0, 0), (half, size), (half, size)))
+        y = np.pad(y, ((half, size), (half, size)))
+        h, w = masks[k].shape
+        fg = np.argwhere(np.asarray(masks[k]) > 0)
+        if rng.random() < pos_fraction and len(fg):
+            cy, cx = fg[rng.integers(len(fg))]
+        else:
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+        out_x.append(x[:, cy : cy + size, cx : cx + size])
+        out_y.append(y[None, cy : cy + size, cx : cx + size])
+    return torch.from_numpy(np.stack(out_x)), torch.from_numpy(np.stack(out_y))
+
+
+@torch.no_grad()
+def sliding_window_predict(model: nn.Module, image: np.ndarray | torch.Tensor, roi: int, overlap: float = 0.5, batch_size: int = 8) -> torch.Tensor:
+    """Sigmoid probabilities of a whole image of any size, from overlapping windows (MONAI).
+
+    The image is covered by ``roi`` x ``roi`` windows that overlap by ``overlap``; every pixel's
+    output is the average over the windows that contain it, which hides the seams where one
+    window ends.
+
+    Args:
+        model: Maps float images ``(B, C, roi, roi)`` in [0, 1] to logits ``(B, K, roi, roi)``.
+        image: ``uint8`` image ``(C, H, W)``.
+        roi: Window side (a size the model accepts).
+        overlap: Overlap of neighbouring windows, in [0, 1).
+        batch_size: Windows per forward pass.
+
+    Returns:
+        ``float32`` probabilities ``(K, H, W)`` on the CPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    from dlmi.config import get_settings
+
+    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    if x.dtype != torch.uint8 or x.ndim != 3:
+        raise ValueError(f"expected one uint8 image (C, H, W), got {x.dtype} of shape {tuple(x.shape)}")
+    device = get_settings().device
+    model = model.eval().to(device)
+    logits = sliding_window_inference(x[None].float().div(255).to(device), roi_size=(roi, roi), sw_batch_size=batch_size,
+                                      predictor=model, overlap=overlap, mode="constant")
+    return torch.sigmoid(logits[0]).float().cpu()
