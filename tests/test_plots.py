@@ -472,3 +472,66 @@ def test_lesion_features(tmp_path):
     assert len(right.collections) == 2 and all(len(c.get_offsets()) == 3 for c in right.collections)
     assert [t.get_text() for t in right.get_xticklabels()] == ["FLAIR", "T1"]
     assert saves(fig, tmp_path / "lesions.png")
+
+
+# --------------------------------------------------------------------------- evaluation figures (chapter 7)
+
+
+def test_pr_curves(tmp_path):
+    """One curve per model with its AP in the legend, and the prevalence as a dotted line."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 0])
+    scores = {"a": np.array([0.1, 0.2, 0.6, 0.7, 0.8, 0.3, 0.4, 0.5]), "b": np.linspace(0, 1, 8)}
+    fig = plots.pr_curves(y, scores, title="PR")
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"{k} (AP {average_precision_score(y, s):.3f})" for k, s in scores.items()]
+    prevalence_lines = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert len(prevalence_lines) == 2 and prevalence_lines[0].get_ydata()[0] == pytest.approx(3 / 8)
+    assert title_of(fig) == "PR" and saves(fig, tmp_path / "pr.png")
+    with pytest.raises(ValueError, match="shape"):
+        plots.pr_curves(y, {"short": np.array([0.1])})
+
+
+def test_score_histograms_mark_thresholds(tmp_path):
+    y = np.array([0, 0, 1, 1, 1])
+    fig = plots.score_histograms(y, np.array([0.1, 0.4, 0.6, 0.9, 0.95]), ("normal", "pneumonia"), {"0.5": 0.5, "low": 0.2})
+    ax = fig.axes[0]
+    assert [ln.get_xdata()[0] for ln in ax.lines] == [0.5, 0.2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-2:] == ["0.5: 0.500", "low: 0.200"]
+    assert saves(fig, tmp_path / "h.png")
+
+
+def test_reliability_diagram(tmp_path):
+    """One line per model (plus the diagonal) through the bins' (confidence, accuracy) points; counts below."""
+    table = pd.DataFrame({"bin_low": [0.5, 0.9], "bin_high": [0.6, 1.0], "confidence": [0.55, 0.95],
+                          "accuracy": [0.5, 0.9], "count": [4, 10]})
+    fig = plots.reliability_diagram({"m": table}, title="R")
+    top, bottom = fig.axes
+    assert list(top.lines[1].get_xdata()) == [0.55, 0.95] and list(top.lines[1].get_ydata()) == [0.5, 0.9]
+    assert [p.get_height() for p in bottom.patches] == [4, 10]
+    assert title_of(fig) == "R" and saves(fig, tmp_path / "r.png")
+
+
+def test_robustness_curves(tmp_path):
+    """One panel per shift; the line is the mean over seeds at each severity."""
+    table = pd.DataFrame({"shift": ["noise"] * 4 + ["blur"] * 2, "severity": [0, 0, 1, 1, 0, 2], "seed": [0, 1, 0, 1, 0, 0],
+                          "auc": [0.9, 0.8, 0.6, 0.5, 0.85, 0.7]})
+    fig = plots.robustness_curves(table, "auc", units={"noise": "sd"})
+    noise, blur = fig.axes
+    assert noise.get_title() == "noise" and noise.get_xlabel() == "sd" and blur.get_xlabel() == "severity"
+    assert list(noise.lines[0].get_ydata()) == pytest.approx([0.85, 0.55])
+    assert saves(fig, tmp_path / "rob.png")
+    with pytest.raises(ValueError):
+        plots.robustness_curves(table.drop(columns="seed"))
+
+
+def test_image_grid(tmp_path):
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    fig = plots.image_grid(images, [f"t{i}" for i in range(5)], cols=3, title="grid")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in shown] == [f"t{i}" for i in range(5)]
+    assert title_of(fig) == "grid" and saves(fig, tmp_path / "g.png")
+    with pytest.raises(ValueError, match="5 images but 4 titles"):
+        plots.image_grid(images, ["a"] * 4)
