@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlmi.data import ImageSet
 from dlmi.models import MLP, LogisticRegression
 from dlmi.train import balanced_class_weights, evaluate, fit, make_optimizer, make_scheduler, predict, to_float
 
@@ -498,10 +499,49 @@ def test_batch_loss_without_labels_lowers_its_objective(toy):
     assert result.history["train_loss"].iloc[-1] < 0.5 * result.history["train_loss"].iloc[0]
 
 
-@pytest.mark.parametrize("extra", [{"val": "toy"}, {"loss_fn": nn.CrossEntropyLoss()}], ids=["val", "loss_fn"])
-def test_batch_loss_excludes_val_and_loss_fn(toy, extra):
-    """A batch_loss has no classification loss to score a validation split with."""
-    kwargs = {k: (toy(seed=1) if v == "toy" else v) for k, v in extra.items()}
-    val = kwargs.pop("val", None)
+def test_batch_loss_excludes_loss_fn(toy):
+    """batch_loss replaces loss_fn(model(x), y): passing both is an error."""
     with pytest.raises(ValueError, match="batch_loss replaces"):
-        fit(logreg(), toy(), val, epochs=1, batch_loss=lambda m, x, y: m(x).sum(), **kwargs)
+        fit(logreg(), toy(), None, epochs=1, batch_loss=lambda m, x, y: m(x).sum(), loss_fn=nn.CrossEntropyLoss())
+
+
+def test_batch_loss_with_val_needs_an_evaluator(toy):
+    """A batch_loss has no classification loss to score a validation split with: an evaluator must."""
+    with pytest.raises(ValueError, match="needs an evaluator"):
+        fit(logreg(), toy(), toy(seed=1), epochs=1, batch_loss=lambda m, x, y: m(x).sum())
+
+
+# --------------------------------------------------------------------------- evaluator (other validation metrics)
+
+
+def test_evaluator_columns_and_monitor(toy):
+    """Every key the evaluator returns becomes a val_ column, and the monitor picks the best epoch by it."""
+    calls = []
+
+    def evaluator(model, data):
+        calls.append(len(data))
+        return {"loss": 1.0, "score": [0.2, 0.9, 0.5][len(calls) - 1]}
+
+    val = toy(seed=1)
+    result = fit(logreg(), toy(), val, epochs=3, batch_size=16, seed=0, evaluator=evaluator, monitor="val_score",
+                 batch_loss=lambda m, x, y: F.cross_entropy(m(x), y))
+    assert calls == [len(val)] * 3
+    assert list(result.history["val_score"]) == [0.2, 0.9, 0.5]
+    assert result.best_epoch == 2
+
+
+def test_evaluator_without_the_monitored_key_fails(toy):
+    """A monitor the evaluator does not return is a ValueError naming what it does return."""
+    with pytest.raises(ValueError, match=r"not among the evaluator's outputs \['val_loss'\]"):
+        fit(logreg(), toy(), toy(seed=1), epochs=1, evaluator=lambda m, d: {"loss": 0.0}, monitor="val_dice")
+
+
+def test_dense_targets_train_without_accuracy():
+    """Targets that are not class indices (e.g. masks) train with loss_fn; training accuracy is then NaN."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=g)
+    masks = (images > 128).float()
+    data = ImageSet(images, masks, ("foreground",), "segmentation", "toy", "train", "toy masks")
+    result = fit(nn.Conv2d(1, 1, 1), data, None, epochs=20, batch_size=8, lr=0.1, loss_fn=nn.BCEWithLogitsLoss(), seed=0)
+    assert result.history["train_acc"].isna().all()
+    assert result.history["train_loss"].iloc[-1] < 0.5 * result.history["train_loss"].iloc[0]

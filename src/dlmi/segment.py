@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +19,25 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-__all__ = ["UNet", "lesion_metrics", "match_instances", "monai_unet", "normalise_in_mask", "overlap_metrics", "sample_patches", "sliding_window_predict"]
+from dlmi.data import ImageSet
+
+__all__ = [
+    "SegRecipe",
+    "SegmentationLoss",
+    "UNet",
+    "evaluate_patches",
+    "image_scores",
+    "lesion_metrics",
+    "match_instances",
+    "monai_unet",
+    "normalise_in_mask",
+    "overlap_metrics",
+    "patch_set",
+    "sample_patches",
+    "sliding_window_predict",
+    "to_grey",
+    "to_uint8",
+]
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -258,21 +277,26 @@ def sample_patches(
         raise ValueError(f"pos_fraction must lie in [0, 1], got {pos_fraction}")
     rng = np.random.default_rng(seed)
     half = size // 2
+    foreground: dict[int, np.ndarray] = {}
     out_x, out_y = [], []
     for k in rng.integers(0, len(images), n):
         x, y = np.asarray(images[k]), np.asarray(masks[k])
         if x.ndim != 3 or x.shape[1:] != y.shape:
             raise ValueError(f"image {k}: expected (C, H, W) with a mask (H, W) of the same size, got {x.shape} and {y.shape}")
-        x = np.pad(x, ((0, 0), (half, size), (half, size)))
-        y = np.pad(y, ((half, size), (half, size)))
-        h, w = masks[k].shape
-        fg = np.argwhere(np.asarray(masks[k]) > 0)
+        h, w = y.shape
+        if k not in foreground:
+            foreground[k] = np.argwhere(y > 0)
+        fg = foreground[k]
         if rng.random() < pos_fraction and len(fg):
             cy, cx = fg[rng.integers(len(fg))]
         else:
             cy, cx = rng.integers(0, h), rng.integers(0, w)
-        out_x.append(x[:, cy : cy + size, cx : cx + size])
-        out_y.append(y[None, cy : cy + size, cx : cx + size])
+        # the patch spans [cy - half, cy - half + size); zero outside the image
+        top, left = cy - half, cx - half
+        ys, xs = slice(max(top, 0), min(top + size, h)), slice(max(left, 0), min(left + size, w))
+        pad = ((max(-top, 0), size - (ys.stop - top)), (max(-left, 0), size - (xs.stop - left)))
+        out_x.append(np.pad(x[:, ys, xs], ((0, 0), *pad)))
+        out_y.append(np.pad(y[ys, xs], pad)[None])
     return torch.from_numpy(np.stack(out_x)), torch.from_numpy(np.stack(out_y))
 
 
@@ -298,7 +322,7 @@ def sliding_window_predict(model: nn.Module, image: np.ndarray | torch.Tensor, r
 
     from dlmi.config import get_settings
 
-    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
     if x.dtype != torch.uint8 or x.ndim != 3:
         raise ValueError(f"expected one uint8 image (C, H, W), got {x.dtype} of shape {tuple(x.shape)}")
     device = get_settings().device
@@ -306,3 +330,171 @@ def sliding_window_predict(model: nn.Module, image: np.ndarray | torch.Tensor, r
     logits = sliding_window_inference(x[None].float().div(255).to(device), roi_size=(roi, roi), sw_batch_size=batch_size,
                                       predictor=model, overlap=overlap, mode="constant")
     return torch.sigmoid(logits[0]).float().cpu()
+
+
+# --------------------------------------------------------------------------- preparing images
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """A ``uint8`` image ``(C, H, W)`` with C = 1 or 3 -> ``(1, H, W)`` grey (channel mean), so mixed sets share one input."""
+    x = np.asarray(image)
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image (C, H, W) with 1 or 3 channels, got shape {x.shape}")
+    return x if x.shape[0] == 1 else np.round(x.mean(0, keepdims=True)).astype(np.uint8)
+
+
+def to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``[low, high]`` linearly to 0..255 (values outside are clipped), e.g. standardised MRI to 8 bits."""
+    if not high > low:
+        raise ValueError(f"need high > low, got low={low}, high={high}")
+    v = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("values contain NaN or infinite entries; fix them before converting to 8 bits")
+    return np.round(np.clip((v - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def patch_set(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], size: int, n: int, pos_fraction: float = 0.5,
+              seed: int = 0, name: str = "patches", split: str = "train") -> ImageSet:
+    """:func:`sample_patches` as an :class:`~dlmi.data.ImageSet` for :func:`dlmi.train.fit`.
+
+    Returns:
+        images ``uint8 (n, C, size, size)``; labels are the binary masks ``uint8 (n, 1, size, size)``;
+        task ``"segmentation"``, one class ``"foreground"``.
+    """
+    x, y = sample_patches(images, [np.asarray(m) > 0 for m in masks], size, n, pos_fraction, seed)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (see to_uint8), got {x.dtype}")
+    note = f"{n} patches of {size}x{size} from {len(images)} images, {pos_fraction:.0%} centred on foreground (seed {seed})"
+    return ImageSet(x, y.to(torch.uint8), ("foreground",), "segmentation", name, split, note)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class SegmentationLoss:
+    """Dice + binary cross-entropy (MONAI's ``DiceCELoss``) after random flips and 90-degree rotations.
+
+    A ``batch_loss`` for :func:`dlmi.train.fit`: image and mask must be transformed *together*,
+    which an image-only augmentation cannot do. Cross-entropy gives smooth gradients on every
+    pixel; the Dice term weighs the small foreground as much as the large background.
+
+    Args:
+        augment: Apply a random flip and rotation by a multiple of 90 degrees to each batch.
+    """
+
+    def __init__(self, augment: bool = True):
+        from monai.losses import DiceCELoss
+
+        self.augment = augment
+        self.loss = DiceCELoss(sigmoid=True)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x``: float images ``(B, C, H, W)``; ``y``: masks ``(B, 1, H, W)``; returns the scalar loss."""
+        y = y.float()
+        if self.augment:
+            k = int(torch.randint(4, (1,)))
+            x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+            if torch.rand(()) < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+        return self.loss(model(x).float(), y)
+
+
+@torch.no_grad()
+def evaluate_patches(model: nn.Module, data: ImageSet, batch_size: int = 64) -> dict[str, float]:
+    """Loss (:class:`SegmentationLoss` without augmentation) and Dice over a whole patch split.
+
+    Dice is pooled over all pixels of all patches, ``2 |P & T| / (|P| + |T|)`` with the mask
+    predicted at probability 0.5, so patches without foreground count too.
+
+    Returns:
+        ``{"loss", "dice"}``, an ``evaluator`` for :func:`dlmi.train.fit`.
+    """
+    from dlmi.config import get_settings
+    from dlmi.train import to_float
+
+    device = get_settings().device
+    model.eval().to(device)
+    loss_fn = SegmentationLoss(augment=False).loss
+    total, inter, sizes = 0.0, 0.0, 0.0
+    for x, y in zip(data.images.split(batch_size), data.labels.split(batch_size)):
+        logits = model(to_float(x.to(device))).float()
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError("the model's outputs are NaN or infinite: it diverged; lower the learning rate")
+        y = y.to(device).float()
+        total += loss_fn(logits, y).item() * len(x)
+        pred = (logits > 0).float()
+        inter += (pred * y).sum().item()
+        sizes += (pred.sum() + y.sum()).item()
+    return {"loss": total / len(data), "dice": 2 * inter / sizes if sizes else 1.0}
+
+
+@dataclass(frozen=True)
+class SegRecipe:
+    """A segmentation training run as plain values, cached by :func:`dlmi.zoo.train_recipe` like any recipe.
+
+    Attributes:
+        model: ``"UNet"`` (this module's, from scratch) or ``"MONAI"`` (:func:`monai_unet`).
+        widths: Channels per level.
+        merge: Skip connections of the from-scratch U-Net, ``"concat"`` or ``"add"``.
+        epochs, batch_size, lr, weight_decay: Budget and AdamW settings (cosine schedule).
+        augment: Random flips and 90-degree rotations of patches and masks.
+        seed: Seed of initialisation, batch order and augmentation.
+    """
+
+    model: str = "UNet"
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    merge: str = "concat"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    augment: bool = True
+    seed: int = 0
+
+    def build_model(self, in_channels: int, n_classes: int) -> nn.Module:
+        """A freshly initialised network with ``n_classes`` output channels (1 for a binary mask)."""
+        from dlmi.config import seed_everything
+
+        seed_everything(self.seed)
+        if self.model == "UNet":
+            return UNet(in_channels, n_classes, self.widths, self.merge)
+        if self.model == "MONAI":
+            return monai_unet(in_channels, n_classes, self.widths)
+        raise ValueError(f"unknown segmentation model {self.model!r}; use 'UNet' or 'MONAI'")
+
+    def fit(self, train: ImageSet, val: ImageSet):
+        """Train on patch splits with :func:`dlmi.train.fit`, keeping the epoch of best validation Dice."""
+        from dlmi.train import fit, make_scheduler
+
+        model = self.build_model(train.images.shape[1], train.n_classes)
+        return fit(model, train, val, epochs=self.epochs, batch_size=self.batch_size, optimizer="adamw", lr=self.lr,
+                   weight_decay=self.weight_decay, scheduler=make_scheduler("cosine", self.epochs),
+                   batch_loss=SegmentationLoss(self.augment), evaluator=evaluate_patches, monitor="val_dice", seed=self.seed)
+
+
+# --------------------------------------------------------------------------- scoring whole images
+
+
+def image_scores(prob: np.ndarray | torch.Tensor, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Every score of one predicted image against its instance labels.
+
+    The probability map is thresholded; the mask is split into objects by connected components
+    and matched to the reference objects (:func:`match_instances`).
+
+    Args:
+        prob: Foreground probabilities ``(H, W)`` (or ``(1, H, W)``).
+        labels: Reference instance label map ``(H, W)`` (0 = background).
+        threshold: Probability above which a pixel is foreground.
+
+    Returns:
+        :func:`overlap_metrics` (dice, iou, accuracy, hd95) and the object-level
+        ``precision, recall, f1`` (prefixed ``object_``) and counts ``n_true, n_pred``.
+    """
+    p = np.asarray(prob.cpu() if isinstance(prob, torch.Tensor) else prob).squeeze()
+    pred = p > threshold
+    out = overlap_metrics(pred, labels > 0)
+    pred_labels, _ = ndimage.label(pred)
+    inst = match_instances(pred_labels, labels)
+    out.update({f"object_{k}": inst[k] for k in ("precision", "recall", "f1")})
+    out.update({"n_true": inst["tp"] + inst["fn"], "n_pred": inst["tp"] + inst["fp"]})
+    return out

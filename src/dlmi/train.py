@@ -38,6 +38,7 @@ __all__ = [
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Evaluator = Callable[[nn.Module, ImageSet], dict[str, float]]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -158,6 +159,7 @@ def fit(
     scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
     augment: Augment | None = None,
     batch_loss: BatchLoss | None = None,
+    evaluator: Evaluator | None = None,
     monitor: str = "val_auc",
     patience: int | None = None,
     seed: int | None = None,
@@ -165,7 +167,7 @@ def fit(
     amp: bool | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """Train a classifier with mini-batch gradient descent.
+    """Train a model with mini-batch gradient descent (a classifier unless told otherwise).
 
     Every epoch shuffles the training images (in memory), takes a step per batch, then
     scores the *whole* validation split. The weights of the epoch with the best
@@ -186,9 +188,12 @@ def fit(
         batch_loss: For training objectives other than classification, e.g. self-supervised
             ones: ``batch_loss(model, x, y) -> scalar loss`` replaces ``loss_fn(model(x), y)``
             (``x``: the float, augmented batch; ``y`` may be ignored). There is then no
-            training accuracy (NaN in the history) and no validation split (``val=None``).
+            training accuracy (NaN in the history), and a validation split needs an ``evaluator``.
+        evaluator: How to score ``val`` for tasks other than classification, e.g. segmentation:
+            ``evaluator(model, val) -> {"loss": ..., "dice": ...}``; every key becomes a
+            ``val_<key>`` history column. Default: :func:`evaluate` with ``loss_fn``.
         monitor: History column to select the best epoch (``val_*``; loss is minimised,
-            everything else maximised).
+            everything else maximised). With an ``evaluator``, any ``val_<key>`` it returns.
         patience: Stop after this many epochs without improvement (``None``: never).
         seed: Seed for batch order and dropout (default ``DLMI_SEED``).
         checkpoint: If given, the best weights are saved there and loaded back
@@ -200,9 +205,11 @@ def fit(
         A :class:`FitResult`.
     """
     monitors = ("val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auc")
-    if batch_loss is not None and (val is not None or loss_fn is not None):
-        raise ValueError("batch_loss replaces the classification loss: pass val=None and no loss_fn with it")
-    if val is not None and monitor not in monitors:
+    if batch_loss is not None and loss_fn is not None:
+        raise ValueError("batch_loss replaces loss_fn(model(x), y): pass one of them, not both")
+    if batch_loss is not None and val is not None and evaluator is None:
+        raise ValueError("with batch_loss, a validation split needs an evaluator(model, val) -> dict of metrics (or pass val=None)")
+    if val is not None and evaluator is None and monitor not in monitors:
         raise ValueError(f"monitor={monitor!r} is not one of {monitors}")
     settings = get_settings()
     device = settings.device
@@ -216,6 +223,10 @@ def fit(
     minimise = monitor.endswith("loss")
     best_value, best_epoch, best_state, waited = np.inf if minimise else -np.inf, 0, None, 0
     x_all, y_all = train.images, train.labels
+    classify = batch_loss is None and y_all.ndim == 1  # class labels: training accuracy is defined
+    if evaluator is None:
+        def evaluator(m: nn.Module, data: ImageSet) -> dict[str, float]:
+            return evaluate(m, data, loss_fn)
     rows = []
     for epoch in tqdm(range(1, epochs + 1), disable=not progress, desc="epochs"):
         start = time.perf_counter()
@@ -241,23 +252,25 @@ def fit(
             loss.backward()
             opt.step()
             total_loss += loss.item() * len(idx)
-            if batch_loss is None:
+            if classify:
                 correct += (logits.argmax(1) == y).sum().item()
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError(f"the weights became NaN or infinite in epoch {epoch}; lower the learning rate (lr={lr})")
         row = {
             "epoch": epoch,
             "train_loss": total_loss / len(y_all),
-            "train_acc": correct / len(y_all) if batch_loss is None else float("nan"),
+            "train_acc": correct / len(y_all) if classify else float("nan"),
             "lr": opt.param_groups[0]["lr"],
         }
         if sched is not None:
             sched.step()
         if val is not None:
             try:
-                row.update({f"val_{k}": v for k, v in evaluate(model, val, loss_fn).items()})
+                row.update({f"val_{k}": v for k, v in evaluator(model, val).items()})
             except FloatingPointError as err:
                 raise FloatingPointError(f"{err} (epoch {epoch}, lr={lr})") from None
+            if monitor not in row:
+                raise ValueError(f"monitor={monitor!r} is not among the evaluator's outputs {sorted(k for k in row if k.startswith('val_'))}")
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         if val is None:
