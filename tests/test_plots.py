@@ -78,6 +78,15 @@ def test_learning_curves(tmp_path, metrics):
     assert saves(fig, tmp_path / "c.png")
 
 
+def test_learning_curves_names_runs_without_validation(tmp_path):
+    """A run trained without a validation split is named on its (dashed) training curve."""
+    no_val = history(0)[["epoch", "train_loss"]]
+    fig = plots.learning_curves({"with val": history(0), "no val": no_val}, metrics=("loss",))
+    labels = [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+    assert labels == ["with val", "no val (training)"]
+    assert saves(fig, tmp_path / "c.png")
+
+
 def test_confusion(tmp_path):
     """Counts of arg-max predictions, one cell per (true, predicted) pair."""
     labels = np.array([0, 0, 1, 2, 2, 2])
@@ -535,3 +544,48 @@ def test_image_grid(tmp_path):
     assert title_of(fig) == "grid" and saves(fig, tmp_path / "g.png")
     with pytest.raises(ValueError, match="5 images but 4 titles"):
         plots.image_grid(images, ["a"] * 4)
+
+
+# --- segmentation figures (chapter 9) ---
+
+
+def test_overlap_rgba_colours_each_kind_of_pixel():
+    truth = np.array([[1, 1, 0, 0]])
+    pred = np.array([[1, 0, 1, 0]])
+    rgba = plots.overlap_rgba(truth, pred, alpha=0.5)
+    colours = list(plots.OVERLAP_COLOURS.values())
+    assert tuple(rgba[0, 0, :3]) == colours[0] and tuple(rgba[0, 1, :3]) == colours[1] and tuple(rgba[0, 2, :3]) == colours[2]
+    assert rgba[0, 3, 3] == 0 and (rgba[0, :3, 3] == 0.5).all()  # background stays transparent
+    with pytest.raises(ValueError, match="differ in shape"):
+        plots.overlap_rgba(truth, pred[:, :3])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mask_overlays(tmp_path, channels):
+    """Two panels per example (image, overlay), the given titles, and a legend of the three colours."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (channels, 20, 30), dtype=np.uint8) for _ in range(3)]
+    truths = [rng.random((20, 30)) > 0.7 for _ in range(3)]
+    preds = [rng.random((20, 30)) > 0.7 for _ in range(3)]
+    fig = plots.mask_overlays(images, truths, preds, ["a", "b", "c"], title="Masks")
+    assert title_of(fig) == "Masks" and len(fig.axes) == 6
+    assert [ax.get_title() for ax in fig.axes[1::2]] == ["a", "b", "c"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(plots.OVERLAP_COLOURS)
+    assert saves(fig, tmp_path / "m.png")
+    with pytest.raises(ValueError, match="as many"):
+        plots.mask_overlays(images, truths[:2], preds, ["a", "b", "c"])
+
+
+def test_score_distribution(tmp_path):
+    """One box and one dot per image in each group; group sizes in the tick labels."""
+    table = pd.DataFrame({"dice": [0.1, 0.5, 0.9, 0.7, np.nan], "kind": ["a", "a", "b", "b", "b"]})
+    fig = plots.score_distribution(table, "dice", by="kind", title="Dice")
+    ax = fig.axes[0]
+    assert title_of(fig) == "Dice"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a\n(n=2)", "b\n(n=2)"]
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [len(line.get_xdata()) for line in dots] == [2, 2]
+    assert saves(fig, tmp_path / "s.png")
+    assert len(plots.score_distribution(table, "dice").axes[0].get_xticklabels()) == 1
+    with pytest.raises(ValueError, match="no column"):
+        plots.score_distribution(table, "iou")

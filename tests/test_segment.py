@@ -8,7 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from dlmi.segment import UNet, lesion_metrics, match_instances, monai_unet, overlap_metrics
+from dlmi.segment import (
+    SegmentationLoss,
+    SegRecipe,
+    UNet,
+    evaluate_patches,
+    image_scores,
+    lesion_metrics,
+    match_instances,
+    monai_unet,
+    overlap_metrics,
+    patch_set,
+    receptive_field,
+    to_grey,
+    to_uint8,
+)
 
 
 @pytest.mark.parametrize("merge", ["concat", "add"])
@@ -249,3 +263,121 @@ def test_sliding_window_predict_with_unet():
     assert out.shape == (1, 45, 61) and ((out >= 0) & (out <= 1)).all()
     with pytest.raises(ValueError, match="uint8"):
         sliding_window_predict(model, image.astype(np.float32), roi=32)
+
+
+# --------------------------------------------------------------------------- preparing, training, scoring
+
+
+def test_receptive_field_known_cases():
+    """One 3x3 convolution sees 3 pixels, two see 5; each U-Net level (one more pooling) roughly doubles the field."""
+    conv = lambda: torch.nn.Conv2d(1, 1, 3, padding=1)  # noqa: E731
+    assert receptive_field(conv()) == 3
+    assert receptive_field(torch.nn.Sequential(conv(), conv())) == 5
+    fields = [receptive_field(UNet(1, 1, widths=w), size=256) for w in [(4, 8), (4, 8, 16), (4, 8, 16, 32)]]
+    assert fields[0] < fields[1] < fields[2] < 256
+    assert fields[2] > 1.8 * fields[1]
+
+
+def test_to_grey_and_to_uint8():
+    colour = np.stack([np.full((2, 3), v, np.uint8) for v in (10, 20, 60)])
+    assert to_grey(colour).shape == (1, 2, 3) and (to_grey(colour) == 30).all()
+    grey = np.full((1, 2, 3), 7, np.uint8)
+    assert to_grey(grey) is grey
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        to_grey(np.zeros((4, 2, 2), np.uint8))
+    assert to_uint8(np.array([-5.0, -4.0, 1.0, 6.0, 9.0]), -4, 6).tolist() == [0, 0, 128, 255, 255]
+    with pytest.raises(ValueError, match="high > low"):
+        to_uint8(np.zeros(3), 1, 1)
+    with pytest.raises(ValueError, match="NaN"):
+        to_uint8(np.array([np.nan]), 0, 1)
+
+
+def test_patch_set_is_an_image_set_of_masks():
+    images, masks = _toy_images()
+    data = patch_set(images[:1], masks[:1], size=16, n=10, pos_fraction=1.0, seed=0, split="val")
+    assert data.images.shape == (10, 1, 16, 16) and data.labels.shape == (10, 1, 16, 16)
+    assert data.labels.dtype == torch.uint8 and data.task == "segmentation" and data.split == "val" and len(data) == 10
+    with pytest.raises(TypeError, match="uint8"):
+        patch_set([images[0].astype(np.float32)], masks[:1], size=16, n=2)
+
+
+def _bright_discs(n=24, size=32, seed=0):
+    """Images with a bright disc on a noisy dark background; the mask is the disc."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(3, 7))]
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+        img = np.clip(40 + 150 * mask + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
+        images.append(img[None]), masks.append(mask)
+    return images, masks
+
+
+class _Threshold(torch.nn.Module):
+    """Logit = 50 * (x - 0.5): separates the bright discs almost perfectly."""
+
+    def forward(self, x):
+        return 50 * (x - 0.5)
+
+
+def test_segmentation_loss_moves_image_and_mask_together():
+    """Whatever flip or rotation is drawn, a perfect pixel-wise model keeps a near-zero loss: masks follow their images."""
+    images, masks = _bright_discs(8)
+    x = torch.from_numpy(np.stack(images)).float() / 255
+    y = torch.from_numpy(np.stack(masks))[:, None]
+    torch.manual_seed(0)
+    losses = [SegmentationLoss(augment=True)(_Threshold(), x, y).item() for _ in range(12)]
+    assert max(losses) < 0.05
+    shifted = torch.roll(y, 5, dims=-1)  # a misaligned mask is penalised
+    assert SegmentationLoss(augment=False)(_Threshold(), x, shifted).item() > 0.5
+
+
+class _Empty(torch.nn.Module):
+    """Predicts background everywhere."""
+
+    def forward(self, x):
+        return torch.full_like(x[:, :1], -20.0)
+
+
+def test_evaluate_patches_perfect_and_empty():
+    images, masks = _bright_discs(8)
+    data = patch_set(images, masks, size=32, n=16, pos_fraction=1.0, seed=0)
+    perfect = evaluate_patches(_Threshold(), data)
+    assert perfect["dice"] > 0.97 and perfect["loss"] < 0.1
+    nothing = evaluate_patches(_Empty(), data)
+    assert nothing["dice"] == 0.0 and nothing["loss"] > perfect["loss"]
+
+
+@pytest.mark.parametrize(("model", "kind"), [("UNet", UNet), ("MONAI", torch.nn.Module)])
+def test_seg_recipe_builds_seeded_models(model, kind):
+    recipe = SegRecipe(model=model, widths=(4, 8, 16), seed=3)
+    a, b = recipe.build_model(1, 1), recipe.build_model(1, 1)
+    assert isinstance(a, kind)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="unknown segmentation model"):
+        SegRecipe(model="SegNet").build_model(1, 1)
+
+
+@pytest.mark.slow
+def test_seg_recipe_learns_discs():
+    """Through the book's fit loop, a small U-Net learns to segment discs (val Dice rises above 0.8)."""
+    images, masks = _bright_discs(40)
+    train = patch_set(images[:30], masks[:30], size=32, n=240, seed=0)
+    val = patch_set(images[30:], masks[30:], size=32, n=60, seed=1, split="val")
+    result = SegRecipe(widths=(8, 16, 32), epochs=6, batch_size=16, lr=5e-3).fit(train, val)
+    h = result.history
+    assert {"val_loss", "val_dice"} <= set(h.columns) and h["train_acc"].isna().all()
+    assert h["val_dice"].max() > 0.8 and h["val_dice"].iloc[result.best_epoch - 1] == h["val_dice"].max()
+
+
+def test_image_scores_perfect_and_split_objects():
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:6, 2:6], labels[10:15, 10:15] = 1, 2
+    perfect = image_scores((labels > 0).astype(np.float32)[None], labels)
+    assert perfect["dice"] == 1.0 and perfect["object_f1"] == 1.0 and perfect["n_true"] == 2 and perfect["n_pred"] == 2
+    half = np.zeros((20, 20), np.float32)
+    half[2:6, 2:6] = 0.9  # one nucleus found, the other missed
+    scores = image_scores(half, labels)
+    assert scores["object_precision"] == 1.0 and scores["object_recall"] == 0.5 and scores["n_pred"] == 1

@@ -77,7 +77,9 @@ def learning_curves(histories: Mapping[str, pd.DataFrame], metrics: Sequence[str
     for ax, metric in zip(axes, metrics):
         for colour, (name, h) in zip(colours, histories.items()):
             if f"train_{metric}" in h:
-                ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=colour, alpha=0.7)
+                # a run without validation is named on its training curve
+                label = None if f"val_{metric}" in h else f"{name} (training)"
+                ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=colour, alpha=0.7, label=label)
             if f"val_{metric}" in h:
                 ax.plot(h["epoch"], h[f"val_{metric}"], "-o", color=colour, ms=3, label=name)
         ax.set_xlabel("epoch")
@@ -1041,4 +1043,70 @@ def deletion_curves(
         ax.legend(fontsize=8)
     axes[0].set_ylabel("probability of the explained class (mean over images)")
     fig.suptitle(title)
+    return fig
+
+
+# --- segmentation figures (chapter 9: dlmi.segment) ---
+
+__all__ += ["mask_overlays", "overlap_rgba", "score_distribution"]
+
+#: Colours of agreement between a predicted and a reference mask.
+OVERLAP_COLOURS = {"found (TP)": (1.0, 0.85, 0.0), "missed (FN)": (0.0, 0.9, 1.0), "false alarm (FP)": (1.0, 0.0, 1.0)}
+
+
+def overlap_rgba(truth: np.ndarray, pred: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """An RGBA overlay ``(H, W, 4)``: true positives yellow, false negatives cyan, false positives magenta."""
+    t, p = np.asarray(truth) > 0, np.asarray(pred) > 0
+    if t.shape != p.shape:
+        raise ValueError(f"truth and prediction differ in shape: {t.shape} vs {p.shape}")
+    out = np.zeros((*t.shape, 4))
+    for region, colour in zip((t & p, t & ~p, ~t & p), OVERLAP_COLOURS.values()):
+        out[region] = (*colour, alpha)
+    return out
+
+
+def mask_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], titles: Sequence[str],
+                  title: str = "Predicted and reference masks") -> Figure:
+    """One row per example: the image, and the image with the agreement of prediction and reference in colour.
+
+    Args:
+        images: ``uint8`` images ``(C, H, W)`` (C = 1 or 3).
+        truths, preds: Binary masks ``(H, W)``.
+        titles: One title per example (e.g. its Dice).
+    """
+    from matplotlib.patches import Patch
+
+    if not len(images) == len(truths) == len(preds) == len(titles):
+        raise ValueError("need as many masks, predictions and titles as images")
+    fig = new_figure(figsize=(6.4, 3.0 * len(images) + 0.5))
+    axes = fig.subplots(len(images), 2, squeeze=False)
+    for row, image, truth, pred, text in zip(axes, images, truths, preds, titles):
+        arr, cmap = _image(torch.as_tensor(np.asarray(image)))
+        for ax in row:
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+        row[1].imshow(overlap_rgba(truth, pred))
+        row[0].set_title("image", fontsize=9)
+        row[1].set_title(text, fontsize=9)
+    fig.legend(handles=[Patch(color=c, label=k) for k, c in OVERLAP_COLOURS.items()], loc="outside lower center", ncol=3, fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def score_distribution(table: pd.DataFrame, column: str, by: str | None = None, title: str | None = None) -> Figure:
+    """Per-image scores as a dot strip (one dot per image) with a box plot, optionally one strip per group."""
+    if column not in table:
+        raise ValueError(f"no column {column!r} in the table; it has {list(table.columns)}")
+    groups = [("all", table)] if by is None else list(table.groupby(by, sort=True))
+    fig = new_figure(figsize=(1.6 * len(groups) + 3.0, 3.6))
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    values = [g[column].dropna().to_numpy() for _, g in groups]
+    ax.boxplot(values, widths=0.5, showfliers=False)
+    for i, v in enumerate(values, start=1):
+        ax.plot(i + rng.uniform(-0.15, 0.15, len(v)), v, "o", ms=3, alpha=0.6, color="C0")
+    ax.set_xticks(range(1, len(groups) + 1), [f"{name}\n(n={len(v)})" for (name, _), v in zip(groups, values)])
+    ax.set_ylabel(column)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title or f"{column} per image")
     return fig
