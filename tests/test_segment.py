@@ -11,6 +11,8 @@ import torch
 from dlmi.segment import (
     SegmentationLoss,
     SegRecipe,
+    axial_slices,
+    predict_volume,
     UNet,
     evaluate_patches,
     image_scores,
@@ -381,3 +383,28 @@ def test_image_scores_perfect_and_split_objects():
     half[2:6, 2:6] = 0.9  # one nucleus found, the other missed
     scores = image_scores(half, labels)
     assert scores["object_precision"] == 1.0 and scores["object_recall"] == 0.5 and scores["n_pred"] == 1
+
+
+def test_axial_slices_keeps_slices_with_brain():
+    volume = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
+    mask = (volume % 7 == 0).astype(np.uint8)
+    keep = np.zeros_like(volume, bool)
+    keep[1, 2, [1, 4]] = True
+    images, masks, index = axial_slices(volume, mask, keep)
+    assert index.tolist() == [1, 4] and images[0].shape == (1, 4, 5) and masks[1].shape == (4, 5)
+    assert np.array_equal(images[1][0], volume[:, :, 4]) and np.array_equal(masks[0], mask[:, :, 1])
+    assert len(axial_slices(volume, mask)[0]) == 6
+    with pytest.raises(ValueError, match="same shape"):
+        axial_slices(volume, mask[:, :, :3])
+
+
+def test_predict_volume_slice_by_slice():
+    """A pixel-wise model reproduces its own output on every kept slice; skipped slices stay 0."""
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, (20, 24, 5), dtype=np.uint8)
+    keep = np.zeros_like(volume, bool)
+    keep[:, :, 1:4] = True
+    prob = predict_volume(_Identity(), volume, roi=16, keep=keep)
+    expected = torch.sigmoid(10 * (torch.from_numpy(volume).float() / 255 - 0.5)).numpy()
+    assert prob.shape == volume.shape and prob.dtype == np.float32
+    assert np.allclose(prob[:, :, 1:4], expected[:, :, 1:4], atol=1e-6) and (prob[:, :, [0, 4]] == 0).all()

@@ -23,6 +23,8 @@ from dlmi.data import ImageSet
 
 __all__ = [
     "SegRecipe",
+    "axial_slices",
+    "predict_volume",
     "SegmentationLoss",
     "UNet",
     "evaluate_patches",
@@ -525,3 +527,44 @@ def image_scores(prob: np.ndarray | torch.Tensor, labels: np.ndarray, threshold:
     out.update({f"object_{k}": inst[k] for k in ("precision", "recall", "f1")})
     out.update({"n_true": inst["tp"] + inst["fn"], "n_pred": inst["tp"] + inst["fp"]})
     return out
+
+
+# --------------------------------------------------------------------------- volumes slice by slice
+
+
+def axial_slices(volume: np.ndarray, mask: np.ndarray, keep: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The slices of a volume along its last axis (axial in RAS/MNI voxel order) as 2D training images.
+
+    Args:
+        volume: ``uint8`` volume ``(X, Y, Z)``.
+        mask: Label volume of the same shape.
+        keep: Boolean volume (e.g. the brain); only slices where it has a voxel are returned.
+            Default: every slice.
+
+    Returns:
+        ``(images, masks, index)``: images ``(1, X, Y)``, masks ``(X, Y)`` and the slice indices ``(n,)``.
+    """
+    v, m = np.asarray(volume), np.asarray(mask)
+    if v.ndim != 3 or v.shape != m.shape:
+        raise ValueError(f"expected a 3D volume and a mask of the same shape, got {v.shape} and {m.shape}")
+    index = np.arange(v.shape[2]) if keep is None else np.flatnonzero(np.asarray(keep).any(axis=(0, 1)))
+    return [v[None, :, :, k] for k in index], [m[:, :, k] for k in index], index
+
+
+def predict_volume(model: nn.Module, volume: np.ndarray, roi: int, overlap: float = 0.25, keep: np.ndarray | None = None) -> np.ndarray:
+    """Foreground probabilities of a whole volume from a 2D model, slice by slice (:func:`sliding_window_predict`).
+
+    Args:
+        model: A 2D segmentation network with one output channel.
+        volume: ``uint8`` volume ``(X, Y, Z)``; slices are taken along the last axis.
+        roi, overlap: Sliding-window settings.
+        keep: Boolean volume; slices where it is empty are not predicted (probability 0).
+
+    Returns:
+        ``float32`` probabilities ``(X, Y, Z)``.
+    """
+    images, _, index = axial_slices(volume, np.zeros_like(volume), keep)
+    prob = np.zeros(np.shape(volume), np.float32)
+    for k, image in zip(index, images):
+        prob[:, :, k] = sliding_window_predict(model, image, roi, overlap)[0].numpy()
+    return prob
