@@ -589,3 +589,38 @@ def test_score_distribution(tmp_path):
     assert len(plots.score_distribution(table, "dice").axes[0].get_xticklabels()) == 1
     with pytest.raises(ValueError, match="no column"):
         plots.score_distribution(table, "iou")
+
+
+# --- generative figures (chapter 10) ---
+
+
+def test_sample_grids(tmp_path):
+    samples = {"a": torch.randint(0, 256, (10, 1, 6, 6), dtype=torch.uint8), "b": torch.zeros(4, 3, 6, 6, dtype=torch.uint8)}
+    fig = plots.sample_grids(samples, cols=4, title="S")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert fig.axes[0].images[0].get_array().shape == (3 * 7 - 1, 4 * 7 - 1)  # 3 rows of 4, 1-pixel gaps
+    assert title_of(fig) == "S" and saves(fig, tmp_path / "s.png")
+    with pytest.raises(ValueError):
+        plots.sample_grids({"x": torch.rand(2, 1, 4, 4)})
+
+
+def test_image_rows(tmp_path):
+    rows = {"r1": torch.zeros(3, 1, 5, 5, dtype=torch.uint8), "r2": torch.full((3, 1, 5, 5), 255, dtype=torch.uint8)}
+    fig = plots.image_rows(rows, ["c1", "c2", "c3"], title="Rows")
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:3]] == ["c1", "c2", "c3"]
+    assert fig.axes[0].get_ylabel() == "r1" and fig.axes[3].get_ylabel() == "r2"
+    assert title_of(fig) == "Rows" and saves(fig, tmp_path / "rows.png")
+    with pytest.raises(ValueError, match="same number"):
+        plots.image_rows({"a": rows["r1"], "b": rows["r2"][:2]})
+    with pytest.raises(ValueError, match="column titles"):
+        plots.image_rows(rows, ["x"])
+
+
+def test_distance_histograms(tmp_path):
+    d = {"test": np.array([0.2, 0.25, 0.3]), "model": np.array([0.0, 0.05, 0.1])}
+    fig = plots.distance_histograms(d, reference="test", bins=5, title="NN")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["test", "model"]
+    assert title_of(fig) == "NN" and saves(fig, tmp_path / "nn.png")
+    with pytest.raises(ValueError):
+        plots.distance_histograms(d, reference="train")

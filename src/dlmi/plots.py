@@ -1110,3 +1110,93 @@ def score_distribution(table: pd.DataFrame, column: str, by: str | None = None, 
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title or f"{column} per image")
     return fig
+
+
+# --- generative figures (chapter 10: dlmi.generative) ---
+
+__all__ += ["distance_histograms", "image_rows", "sample_grids"]
+
+
+def _tile(images: torch.Tensor, cols: int) -> tuple[np.ndarray, str | None]:
+    """``uint8`` images ``(N, C, H, W)`` -> one mosaic array (rows of ``cols`` images, 1-pixel gaps) and its colour map."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1, c), dtype=np.uint8)
+    for i, img in enumerate(images.cpu().numpy()):
+        r, k = divmod(i, cols)
+        canvas[r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = np.moveaxis(img, 0, -1)
+    return (canvas[..., 0], "gray") if c == 1 else (canvas, None)
+
+
+def sample_grids(samples: Mapping[str, torch.Tensor], cols: int = 8, title: str = "Samples") -> Figure:
+    """One mosaic panel per model (or set) of ``uint8`` images ``(N, C, H, W)``, side by side, titled by its key."""
+    if not samples:
+        raise ValueError("no sample sets to show")
+    fig = new_figure(figsize=(3.2 * len(samples), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(samples)))
+    for ax, (name, images) in zip(axes, samples.items()):
+        if images.ndim != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"{name}: expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        arr, cmap = _tile(images, cols)
+        ax.imshow(arr, cmap=cmap, vmin=0, vmax=255)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig
+
+
+def image_rows(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | None = None, title: str = "Images",
+               size: float = 1.3) -> Figure:
+    """Rows of ``uint8`` images ``(K, C, H, W)``, one row per key (its label on the left), same ``K`` in every row.
+
+    Used for reconstructions, latent traversals, interpolations, the noising process and
+    image-to-image results; ``col_titles`` label the columns (e.g. a step or a distance).
+    """
+    if not rows:
+        raise ValueError("no rows to show")
+    counts = {len(v) for v in rows.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every row needs the same number of images, got {sorted(counts)}")
+    k = counts.pop()
+    if col_titles is not None and len(col_titles) != k:
+        raise ValueError(f"{len(col_titles)} column titles for {k} columns")
+    h, w = next(iter(rows.values())).shape[-2:]
+    fig = new_figure(figsize=(size * k * max(w / h, 0.5) + 1.0, size * len(rows) + 0.5))
+    axes = np.array(fig.subplots(len(rows), k, squeeze=False))
+    for r, (name, images) in enumerate(rows.items()):
+        for j, img in enumerate(images):
+            ax = axes[r, j]
+            arr, cmap = _image(img)
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0 and col_titles is not None:
+                ax.set_title(col_titles[j], fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def distance_histograms(distances: Mapping[str, np.ndarray], reference: str, bins: int = 30,
+                        title: str = "Distance to the nearest training image") -> Figure:
+    """Histograms of nearest-neighbour distances per set; ``reference`` (e.g. real test images) drawn as a grey area.
+
+    Sets far to the left of the reference sit closer to training images than new real images
+    do: a sign of copying (memorisation).
+    """
+    if reference not in distances:
+        raise ValueError(f"reference {reference!r} is not among the sets {sorted(distances)}")
+    fig = new_figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    values = np.concatenate([np.asarray(v, dtype=float) for v in distances.values()])
+    edges = np.linspace(0, float(values.max()) * 1.02 + 1e-9, bins + 1)
+    ax.hist(distances[reference], bins=edges, color="0.75", label=reference)
+    for name, d in distances.items():
+        if name != reference:
+            ax.hist(d, bins=edges, histtype="step", linewidth=1.6, label=name)
+    ax.set_xlabel("RMS pixel distance to the nearest training image (intensities in [0, 1])")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
