@@ -259,3 +259,13 @@ def test_synthesis_recipe_trains():
     pred = g.predict_synthesis(result.model, data.images)
     assert pred.shape == data.labels.shape and pred.dtype == torch.uint8
     assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+
+
+def test_synthesis_set_orientation():
+    """Rows run from anterior (high y) to posterior, columns along x: anterior is at the top."""
+    mri = fake_mri()
+    mri["T1"][:] = 0
+    mri["T1"][2, 23, 1] = 100.0  # x = 2, most anterior y, slice 1
+    data = g.synthesis_set(mri, [1], inputs=("T1",), factor=1, multiple=1)
+    assert data.images.shape == (1, 1, 24, 20)
+    assert torch.nonzero(data.images[0, 0]).tolist() == [[0, 2]]

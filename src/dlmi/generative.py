@@ -305,8 +305,9 @@ class DCGAN(nn.Module):
 
     Generator: noise ``(B, latent_dim)`` -> linear -> ``(2w, S/4, S/4)`` -> two transposed
     convolutions with batch norm and ReLU -> ``tanh`` image in [-1, 1]. Discriminator: two
-    stride-2 convolutions with leaky ReLU, spectral normalisation on every layer (a stabiliser
-    that bounds how fast its output can change, Miyato et al. 2018) -> one logit "real".
+    stride-2 convolutions (no pooling) with leaky ReLU, batch norm on all but the first ->
+    one logit "real". These are DCGAN's architectural stabilisers; :class:`GANLoss` adds the
+    training ones.
 
     Args:
         in_channels: Image channels.
@@ -319,16 +320,16 @@ class DCGAN(nn.Module):
         super().__init__()
         _check_size(image_size, (width, 2 * width))
         self.latent_dim, self.side = latent_dim, image_size // 4
-        w2, sn = 2 * width, nn.utils.parametrizations.spectral_norm
+        w2 = 2 * width
         self.generator = nn.Sequential(
             nn.Linear(latent_dim, w2 * self.side**2), nn.Unflatten(1, (w2, self.side, self.side)), nn.BatchNorm2d(w2), nn.ReLU(),
             nn.ConvTranspose2d(w2, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, in_channels, 4, 2, 1), nn.Tanh(),
         )
         self.discriminator = nn.Sequential(
-            sn(nn.Conv2d(in_channels, width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(width, w2, 4, 2, 1)), nn.LeakyReLU(0.2),
-            nn.Flatten(), sn(nn.Linear(w2 * self.side**2, 1)),
+            nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, w2, 4, 2, 1), nn.BatchNorm2d(w2), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(w2 * self.side**2, 1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -479,13 +480,16 @@ class DiffusionLoss:
 
 @torch.no_grad()
 def ddpm_sample(model: Denoiser, schedule: NoiseSchedule, n: int, image_shape: Sequence[int] = (1, 28, 28),
-                labels: torch.Tensor | None = None, seed: int = 0, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                labels: torch.Tensor | None = None, seed: int = 0, keep: Sequence[int] = (), clip: bool = True) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Ancestral sampling: start from pure noise ``x_T`` and take ``T`` denoising steps.
 
     Each step ``t`` (from ``T - 1`` down to 0) computes the mean of ``p(x_{t-1} | x_t)``,
     ``(x_t - beta_t / sqrt(1 - abar_t) * eps_hat) / sqrt(alpha_t)``, and adds fresh noise of
-    variance ``beta_t`` except at the last step. All noise comes from one seeded CPU generator,
-    so a seed gives the same images on any device.
+    variance ``beta_t`` except at the last step. With ``clip`` the mean is computed from the
+    clean image the network implies, ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``,
+    clipped to [-1, 1] (as in Ho et al.'s code): identical when ``x0_hat`` is in range, and it
+    stops an imperfect network from drifting out of the data range. All noise comes from one
+    seeded CPU generator, so a seed gives the same images on any device.
 
     Args:
         model: A trained :class:`Denoiser`.
@@ -495,6 +499,7 @@ def ddpm_sample(model: Denoiser, schedule: NoiseSchedule, n: int, image_shape: S
         labels: Classes ``(n,)`` for a conditional model.
         seed: Seed of all the noise.
         keep: Steps ``t`` at which to keep the intermediate images (e.g. to show the reverse process).
+        clip: Clip the implied clean image to [-1, 1] at every step.
 
     Returns:
         ``(images, kept)``: ``uint8`` images ``(n, C, H, W)`` and ``{t: uint8 images}`` for ``keep``.
@@ -510,7 +515,13 @@ def ddpm_sample(model: Denoiser, schedule: NoiseSchedule, n: int, image_shape: S
     for t in range(schedule.steps - 1, -1, -1):
         beta, alpha, ab = (float(v[t]) for v in (schedule.betas, schedule.alphas, schedule.alpha_bars))
         eps = model(x, torch.full((n,), t, device=device), y).float()
-        x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
+        if clip:
+            # the same mean written through the predicted clean image, clipped to the data range
+            ab_prev = float(schedule.alpha_bars[t - 1]) if t > 0 else 1.0
+            x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+            x = (beta * math.sqrt(ab_prev) * x0 + (1 - ab_prev) * math.sqrt(alpha) * x) / (1 - ab)
+        else:
+            x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
         if t > 0:
             x = x + math.sqrt(beta) * torch.randn(n, *image_shape, generator=gen).to(device)
         if t in keep:
@@ -694,7 +705,7 @@ def synthesis_set(mri: dict[str, np.ndarray], slices: Sequence[int], inputs: Seq
 
     Each contrast is scaled to 8 bits by :func:`_brain_scale` (0 -> 0, the brain's 99.5th
     percentile -> 255); a mask (``"GOLD"``) becomes 0 / 255. Slices are taken along the last
-    axis (axial in MNI voxel order), down-sampled by ``factor`` (average pooling; max pooling
+    axis (axial in MNI voxel order) and shown with anterior at the top, down-sampled by ``factor`` (average pooling; max pooling
     for the mask, so small lesions survive) and zero-padded to a multiple of ``multiple``.
 
     Args:
@@ -717,7 +728,9 @@ def synthesis_set(mri: dict[str, np.ndarray], slices: Sequence[int], inputs: Seq
     def prepare(name: str) -> torch.Tensor:
         vol = mri[name]
         scaled = (np.asarray(vol) > 0).astype(np.uint8) * 255 if name == "GOLD" else _brain_scale(vol)
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled[:, :, idx], -1, 0)))[:, None].float()
+        # (x, y, z) voxel order -> (slice, row, column) with anterior at the top: rows run along -y, columns along x
+        planes = np.moveaxis(scaled[:, :, idx], -1, 0).transpose(0, 2, 1)[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(planes))[:, None].float()
         x = F.max_pool2d(x, factor) if name == "GOLD" else F.avg_pool2d(x, factor)
         h, w = x.shape[-2:]
         ph, pw = (-h) % multiple, (-w) % multiple
