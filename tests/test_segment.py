@@ -383,6 +383,7 @@ def test_image_scores_perfect_and_split_objects():
     half[2:6, 2:6] = 0.9  # one nucleus found, the other missed
     scores = image_scores(half, labels)
     assert scores["object_precision"] == 1.0 and scores["object_recall"] == 0.5 and scores["n_pred"] == 1
+    assert (scores["object_tp"], scores["object_fp"], scores["object_fn"]) == (1, 0, 1)
 
 
 def test_axial_slices_keeps_slices_with_brain():

@@ -1081,7 +1081,7 @@ def mask_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], pr
     fig = new_figure(figsize=(6.4, 3.0 * len(images) + 0.5))
     axes = fig.subplots(len(images), 2, squeeze=False)
     for row, image, truth, pred, text in zip(axes, images, truths, preds, titles):
-        arr, cmap = _image(torch.as_tensor(np.asarray(image)))
+        arr, cmap = _image(torch.tensor(np.asarray(image)))  # a copy: loaded images can be read-only
         for ax in row:
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=255)
             ax.set_xticks([]), ax.set_yticks([])

@@ -114,12 +114,12 @@ def monai_unet(in_channels: int, out_channels: int, widths: Sequence[int] = (16,
                      strides=(2,) * (len(widths) - 1), num_res_units=2)
 
 
-def receptive_field(model: nn.Module, in_channels: int = 1, size: int = 128, trials: int = 4, seed: int = 0) -> int:
+def receptive_field(model: nn.Module, in_channels: int = 1, size: int = 128, trials: int = 2, seed: int = 0) -> int:
     """The side, in pixels, of the input region that one output pixel (in the image centre) depends on.
 
     Measured, not derived: the gradient of the centre output with respect to the input is nonzero
     exactly where the input can change that output. Random inputs (``trials``, seeded) and the
-    model in eval mode, on a float64 copy; the result is the larger of the region's height and width.
+    model in eval mode, on a copy; the result is the larger of the region's height and width.
 
     Args:
         model: A fully convolutional network ``(1, C, size, size) -> (1, K, size, size)``.
@@ -128,11 +128,11 @@ def receptive_field(model: nn.Module, in_channels: int = 1, size: int = 128, tri
     """
     import copy
 
-    net = copy.deepcopy(model).double().eval()
+    net = copy.deepcopy(model).float().eval()
     g = torch.Generator().manual_seed(seed)
     reach = torch.zeros(size, size, dtype=torch.bool)
     for _ in range(trials):
-        x = torch.randn(1, in_channels, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(1, in_channels, size, size, generator=g, requires_grad=True)
         out = net(x)
         out[0, :, size // 2, size // 2].sum().backward()
         reach |= (x.grad[0].abs().sum(0) > 0)
@@ -516,15 +516,16 @@ def image_scores(prob: np.ndarray | torch.Tensor, labels: np.ndarray, threshold:
         threshold: Probability above which a pixel is foreground.
 
     Returns:
-        :func:`overlap_metrics` (dice, iou, accuracy, hd95) and the object-level
-        ``precision, recall, f1`` (prefixed ``object_``) and counts ``n_true, n_pred``.
+        :func:`overlap_metrics` (dice, iou, accuracy, hd95), the object-level counts and rates
+        ``tp, fp, fn, precision, recall, f1`` (prefixed ``object_``; pool the counts over images
+        for a data-set F1) and the numbers of objects ``n_true, n_pred``.
     """
     p = np.asarray(prob.cpu() if isinstance(prob, torch.Tensor) else prob).squeeze()
     pred = p > threshold
     out = overlap_metrics(pred, labels > 0)
     pred_labels, _ = ndimage.label(pred)
     inst = match_instances(pred_labels, labels)
-    out.update({f"object_{k}": inst[k] for k in ("precision", "recall", "f1")})
+    out.update({f"object_{k}": inst[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")})
     out.update({"n_true": inst["tp"] + inst["fn"], "n_pred": inst["tp"] + inst["fp"]})
     return out
 
