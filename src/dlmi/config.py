@@ -19,6 +19,9 @@ Environment variables
     ``1`` to never try a download (a missing file is then an immediate error).
 ``DLMI_SEED``
     The global seed (default 0).
+
+Under ``torchrun``, :func:`init_distributed` also reads the launcher's ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -137,3 +140,39 @@ def seed_everything(seed: int | None = None) -> int:
     # The results are correct, only the last digits may vary between GPU runs.
     warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
     return seed
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` unless a process group is running."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes, so :func:`dlmi.train.fit` trains data-parallel.
+
+    The backend is NCCL when the configured device is a GPU (each process then uses the GPU
+    ``LOCAL_RANK``) and Gloo on the CPU. Call it once at the start of a script launched with
+    e.g. ``torchrun --nproc_per_node=2 train.py``.
+
+    Returns:
+        ``(rank, world size)``.
+
+    Raises:
+        RuntimeError: the script was not started by ``torchrun`` (no ``RANK``/``WORLD_SIZE``).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return distributed_rank_world()
+    if _env("RANK") is None or _env("WORLD_SIZE") is None:
+        raise RuntimeError("RANK and WORLD_SIZE are not set: start the script with torchrun, e.g. "
+                           "`torchrun --nproc_per_node=2 script.py`")
+    device = get_settings().device
+    if device.type == "cuda":
+        torch.cuda.set_device(int(_env("LOCAL_RANK") or 0))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return distributed_rank_world()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlmi.config import get_settings, seed_everything
+from dlmi.config import distributed_rank_world, get_settings, seed_everything
 from dlmi.data import ImageSet
 from dlmi.metrics import classification_report
 
@@ -128,6 +128,20 @@ def evaluate(model: nn.Module, data: ImageSet, loss_fn: nn.Module | None = None,
     return {"loss": loss, **classification_report(data.labels, torch.softmax(logits, dim=1))}
 
 
+def _sync_buffers(model: nn.Module, world: int) -> None:
+    """Average floating-point buffers (batch-norm running statistics) over the processes, so all keep identical models.
+
+    DistributedDataParallel averages gradients, but each process updates its running
+    statistics with its own batches; without this the processes' models would disagree.
+    """
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            torch.distributed.all_reduce(buffer)
+            buffer.div_(world)
+        else:
+            torch.distributed.broadcast(buffer, src=0)
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns.
@@ -170,7 +184,14 @@ def fit(
     """Train a model with mini-batch gradient descent (a classifier unless told otherwise).
 
     Every epoch shuffles the training images (in memory), takes a step per batch, then
-    scores the *whole* validation split. The weights of the epoch with the best
+    scores the *whole* validation split.
+
+    Under ``torchrun`` (after :func:`dlmi.config.init_distributed`) the same call trains
+    data-parallel: the model is wrapped in ``DistributedDataParallel``, a
+    ``DistributedSampler`` gives each process its share of every epoch's images (``batch_size``
+    per process, so the global batch is ``world size * batch_size``), gradients are averaged
+    across processes, and every process scores the whole validation split with identical
+    weights, so all of them keep the same best epoch. The weights of the epoch with the best
     ``monitor`` value are kept and restored at the end; with ``patience``, training
     stops after that many epochs without improvement.
 
@@ -223,15 +244,29 @@ def fit(
     minimise = monitor.endswith("loss")
     best_value, best_epoch, best_state, waited = np.inf if minimise else -np.inf, 0, None, 0
     x_all, y_all = train.images, train.labels
+    rank, world = distributed_rank_world()
+    net, sampler = model, None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data import DistributedSampler
+
+        net = DistributedDataParallel(model)
+        sampler = DistributedSampler(range(len(y_all)), num_replicas=world, rank=rank, shuffle=True,
+                                     seed=settings.seed if seed is None else seed)
+        torch.manual_seed((settings.seed if seed is None else seed) + rank)  # own augmentations and dropout per process
     classify = batch_loss is None and y_all.ndim == 1  # class labels: training accuracy is defined
     if evaluator is None:
         def evaluator(m: nn.Module, data: ImageSet) -> dict[str, float]:
             return evaluate(m, data, loss_fn)
     rows = []
-    for epoch in tqdm(range(1, epochs + 1), disable=not progress, desc="epochs"):
+    for epoch in tqdm(range(1, epochs + 1), disable=not progress or rank > 0, desc="epochs"):
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(y_all), generator=generator)
+        if sampler is None:
+            order = torch.randperm(len(y_all), generator=generator)
+        else:
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler))
         total_loss, correct = 0.0, 0
         for idx in order.split(batch_size):
             x = to_float(x_all[idx].to(device, non_blocking=True))
@@ -240,10 +275,10 @@ def fit(
                 x = augment(x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if batch_loss is None:
-                    logits = model(x)
+                    logits = net(x)
                     loss = loss_fn(logits.float(), y)
                 else:
-                    loss = batch_loss(model, x, y).float()
+                    loss = batch_loss(net, x, y).float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate (lr={lr})"
@@ -256,10 +291,17 @@ def fit(
                 correct += (logits.argmax(1) == y).sum().item()
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError(f"the weights became NaN or infinite in epoch {epoch}; lower the learning rate (lr={lr})")
+        seen = len(order)
+        if world > 1:
+            _sync_buffers(model, world)
+            # sum loss, hits and images over the processes
+            sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(sums)
+            total_loss, correct, seen = sums.tolist()
         row = {
             "epoch": epoch,
-            "train_loss": total_loss / len(y_all),
-            "train_acc": correct / len(y_all) if classify else float("nan"),
+            "train_loss": total_loss / seen,
+            "train_acc": correct / seen if classify else float("nan"),
             "lr": opt.param_groups[0]["lr"],
         }
         if sched is not None:
@@ -279,7 +321,7 @@ def fit(
         if (value < best_value) if minimise else (value > best_value):
             best_value, best_epoch, waited = value, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
+            if checkpoint is not None and rank == 0:
                 Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
                 torch.save(best_state, checkpoint)
         else:
@@ -287,7 +329,7 @@ def fit(
             if patience is not None and waited >= patience:
                 break
     if best_state is not None:
-        if checkpoint is not None:
+        if checkpoint is not None and world == 1:
             best_state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(best_state)
     else:
