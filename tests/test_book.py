@@ -16,7 +16,7 @@ pytestmark = pytest.mark.built
 
 # chapter -> minimum number of figures on its page
 CHAPTERS = {"book/01_what_is_deep_learning": 4, "book/02_building_blocks": 2, "book/03_eda_checklist": 15, "book/05_training": 10,
-            "book/06_three_ways": 12, "book/07_evaluation": 9, "book/08_interpretability": 7, "book/09_unet_segmentation": 5, "book/10_generative_models": 10,
+            "book/06_three_ways": 12, "book/07_evaluation": 9, "book/08_interpretability": 7, "book/09_unet_segmentation": 5, "book/10_generative_models": 10, "book/11_foundation_models": 1,
             "book/12_exercises": 5}
 
 

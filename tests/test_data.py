@@ -438,6 +438,17 @@ def test_subset_deterministic_and_a_real_subset():
     assert "stratified subset of 20" in a.note
 
 
+def test_repeat_to_cycles_the_images():
+    """repeat_to(n) cycles through the images in order, labels follow, and a large enough split is unchanged."""
+    small = make_set((2, 1))
+    big = small.repeat_to(7)
+    assert len(big) == 7 and big.images[:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert big.labels.tolist() == [0, 0, 1, 0, 0, 1, 0] and "repeated to 7" in big.note
+    assert small.repeat_to(3) is small and small.repeat_to(1) is small
+    with pytest.raises(ValueError, match="empty"):
+        ImageSet(small.images[:0], small.labels[:0], small.classes, "multi-class", "toy", "train", "").repeat_to(5)
+
+
 @pytest.mark.parametrize("n", [None, 100, 101, 10_000])
 def test_subset_of_everything_is_self(n):
     """n None or >= len returns the same object."""

@@ -624,3 +624,20 @@ def test_distance_histograms(tmp_path):
     assert title_of(fig) == "NN" and saves(fig, tmp_path / "nn.png")
     with pytest.raises(ValueError):
         plots.distance_histograms(d, reference="train")
+
+
+# --- foundation-model figures (chapter 11) ---
+
+
+def test_label_efficiency(tmp_path):
+    """One line (with a min-max band) per method, log x axis, means at each number of labels."""
+    table = pd.DataFrame({"method": ["a"] * 4 + ["b"] * 4, "labels": [10, 10, 100, 100] * 2, "seed": [0, 1] * 4,
+                          "auc": [0.6, 0.7, 0.8, 0.9, 0.5, 0.5, 0.7, 0.7]})
+    fig = plots.label_efficiency(table, title="Labels")
+    ax = fig.axes[0]
+    assert title_of(fig) == "Labels" and ax.get_xscale() == "log"
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([0.65, 0.85])
+    assert saves(fig, tmp_path / "l.png")
+    with pytest.raises(ValueError, match="lacks columns"):
+        plots.label_efficiency(table.drop(columns="labels"))

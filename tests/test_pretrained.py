@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from dlmi.data import ChecksumError
-from dlmi.pretrained import PUBLISHED, PublishedWeights, WeightsNotFoundError, build, freeze_except, load_state_dict, weights_file
+from dlmi.pretrained import PUBLISHED, PublishedWeights, WeightsNotFoundError, build, freeze_except, load_state_dict, publish, weights_file
 
 
 @pytest.fixture
@@ -20,14 +20,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def publish(cache, model: nn.Module, name: str = "toy") -> PublishedWeights:
-    """Save a model's weights as if published: the file name carries its SHA-256 prefix, like torch.hub's."""
-    tmp = cache / "tmp.pth"
-    torch.save(model.state_dict(), tmp)
-    prefix = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
-    (cache / "weights").mkdir(exist_ok=True)
-    tmp.replace(cache / "weights" / f"{name}-{prefix}.pth")
-    return PublishedWeights(name, f"https://example.org/models/{name}-{prefix}.pth", "torchvision.models.resnet18", "test", "test")
+def publish_model(model: nn.Module, name: str = "toy") -> PublishedWeights:
+    return publish(model.state_dict(), name, "https://example.org/models/", "torchvision.models.resnet18")
 
 
 def test_published_entries_carry_hash_prefixes():
@@ -39,11 +33,19 @@ def test_published_entries_carry_hash_prefixes():
         PublishedWeights("x", "https://example.org/x.pth", "a.b", "", "").sha256_prefix
 
 
+def test_publish_names_the_file_by_its_hash(cache):
+    spec = publish_model(nn.Linear(4, 2), "lin")
+    path = cache / "weights" / spec.filename
+    assert spec.url == f"https://example.org/models/{path.name}" and path.is_file()
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith(spec.sha256_prefix)
+    assert not list((cache / "weights").glob("*.part"))
+
+
 def test_locally_saved_weights_load_through_the_published_path(cache):
     """A ResNet-18's weights saved locally come back identical, as tensors only (weights_only)."""
     torch.manual_seed(0)
     original = torchvision.models.resnet18(weights=None)
-    spec = publish(cache, original)
+    spec = publish_model(original)
     state = load_state_dict(spec)
     assert all(torch.equal(state[k], v) for k, v in original.state_dict().items())
     model = build(spec, n_classes=3)
@@ -53,7 +55,7 @@ def test_locally_saved_weights_load_through_the_published_path(cache):
 
 
 def test_tampered_weights_are_refused(cache):
-    spec = publish(cache, nn.Linear(4, 2))
+    spec = publish_model(nn.Linear(4, 2))
     path = weights_file(spec)
     path.write_bytes(path.read_bytes() + b"x")
     with pytest.raises(ChecksumError, match="expected it to start with"):

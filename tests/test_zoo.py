@@ -290,6 +290,16 @@ def test_recipe_init_starts_from_a_cached_entry(toy):
     assert not torch.equal(fresh.features[0][0].weight, source.features[0][0].weight)
 
 
+def test_recipe_trainable_freezes_the_rest(toy):
+    """trainable=("head",): only the head changes in training; the convolutions keep their initial values."""
+    train, val = toy(n=32), toy(n=32, seed=1, split="val")
+    initial = TINY.build_model(1, 2)
+    tuned = replace(TINY, trainable=("head",), epochs=2, lr=0.05).fit(train, val).model
+    torch.testing.assert_close(tuned.features[0][0].weight, initial.features[0][0].weight)
+    assert not torch.equal(tuned.head[-1].weight, initial.head[-1].weight)
+    assert [n for n, p in tuned.named_parameters() if p.requires_grad] == ["head.1.weight", "head.1.bias"]
+
+
 def test_load_weights_errors(toy):
     train, val = toy(n=32), toy(n=32, seed=1, split="val")
     with pytest.raises(FileNotFoundError, match="train it with dlmi.zoo.train_recipe"):

@@ -205,6 +205,17 @@ class ImageSet:
         note = f"{self.note}; stratified subset of {len(index_t)} images (seed {seed})"
         return replace(self, images=self.images[index_t], labels=self.labels[index_t], note=note)
 
+    def repeat_to(self, n: int) -> ImageSet:
+        """The images repeated (whole copies, then a first part) to ``n`` images, e.g. so that a small
+        labelled set gives as many training steps per epoch as the full one. ``n <= len``: unchanged."""
+        if len(self) == 0:
+            raise ValueError("cannot repeat an empty split")
+        if n <= len(self):
+            return self
+        index = torch.arange(n) % len(self)
+        note = f"{self.note}; {len(self)} images repeated to {n}"
+        return replace(self, images=self.images[index], labels=self.labels[index], note=note)
+
     def loader(self, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
         """A PyTorch ``DataLoader`` over ``(image, label)`` pairs (uint8 images)."""
         generator = torch.Generator().manual_seed(seed)

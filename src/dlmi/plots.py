@@ -1200,3 +1200,33 @@ def distance_histograms(distances: Mapping[str, np.ndarray], reference: str, bin
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
+
+
+# --- foundation-model figures (chapter 11) ---
+
+__all__ += ["label_efficiency"]
+
+
+def label_efficiency(table: pd.DataFrame, metric: str = "auc", title: str = "Test AUC against the number of labels") -> Figure:
+    """Mean and spread (min to max over seeds) of a metric against the number of labelled images, one line per method.
+
+    Args:
+        table: One row per run, with columns ``method``, ``labels`` (number of labelled images),
+            ``seed`` and ``metric``.
+    """
+    missing = {"method", "labels", metric} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks columns {sorted(missing)}")
+    fig = new_figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for i, (method, runs) in enumerate(table.groupby("method", sort=False)):
+        stats = runs.groupby("labels")[metric].agg(["mean", "min", "max"])
+        ax.plot(stats.index, stats["mean"], "-o", color=f"C{i}", label=method, ms=4)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images (log scale)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, title="mean; band: min to max over seeds", title_fontsize=8)
+    ax.set_title(title)
+    return fig

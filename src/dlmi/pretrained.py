@@ -22,7 +22,7 @@ from torch import nn
 from dlmi.config import get_settings
 from dlmi.data import ChecksumError
 
-__all__ = ["PUBLISHED", "PublishedWeights", "WeightsNotFoundError", "build", "freeze_except", "load_state_dict", "weights_file"]
+__all__ = ["PUBLISHED", "PublishedWeights", "WeightsNotFoundError", "build", "freeze_except", "load_state_dict", "publish", "weights_file"]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -126,6 +126,25 @@ def weights_file(weights: str | PublishedWeights) -> Path:
         raise ChecksumError(f"{path} has SHA-256 {actual[:16]}..., expected it to start with {spec.sha256_prefix}: "
                             f"the file is corrupt or not {spec.name}; delete it and download {spec.url} again")
     return path
+
+
+def publish(state_dict: dict[str, torch.Tensor], name: str, base_url: str, architecture: str, source: str = "", licence: str = "") -> PublishedWeights:
+    """Save weights the way they are published, and describe them: the file is named ``<name>-<sha256 prefix>.pth``.
+
+    The file is written where :func:`weights_file` looks for downloads (``DLMI_CACHE_DIR/weights``),
+    so the returned entry loads through exactly the path that published weights take. Upload the
+    file to ``base_url`` to share it.
+
+    Returns:
+        The :class:`PublishedWeights` entry (URL ``<base_url>/<file name>``).
+    """
+    folder = get_settings().cache_dir / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{name}.pth.part"
+    torch.save(state_dict, tmp)
+    path = folder / f"{name}-{_sha256(tmp)[:8]}.pth"
+    tmp.replace(path)
+    return PublishedWeights(name, f"{base_url.rstrip('/')}/{path.name}", architecture, source, licence)
 
 
 def load_state_dict(weights: str | PublishedWeights) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ from dlmi import models
 from dlmi.augment import BatchAugment
 from dlmi.config import get_settings, seed_everything
 from dlmi.data import ImageSet, content_hash
+from dlmi.pretrained import freeze_except
 from dlmi.train import FitResult, balanced_class_weights, fit, make_scheduler
 
 __all__ = ["Recipe", "book_recipe", "cache_key", "entry_name", "load_weights", "train_recipe"]
@@ -50,6 +51,9 @@ class Recipe:
         init: Name of a cached zoo entry (see :func:`entry_name`) whose weights initialise the
             model before training, wherever names and shapes match (e.g. a self-supervised
             encoder; the head stays freshly initialised). ``None``: train from scratch.
+        trainable: Name prefixes of the only parameters to train (e.g. ``("features.2", "head")``:
+            the last block and the head); the rest stays frozen at its initial (``init``) values,
+            see :func:`dlmi.pretrained.freeze_except`. ``None``: train everything.
     """
 
     model: str = "SmallCNN"
@@ -68,6 +72,7 @@ class Recipe:
     patience: int | None = None
     seed: int = 0
     init: str | None = None
+    trainable: tuple[str, ...] | None = None
 
     def build_model(self, in_channels: int, n_classes: int) -> nn.Module:
         """A freshly initialised model (initialisation seeded by :attr:`seed`)."""
@@ -81,6 +86,8 @@ class Recipe:
         model = self.build_model(train.images.shape[1], train.n_classes)
         if self.init is not None:
             load_weights(model, self.init)
+        if self.trainable is not None:
+            freeze_except(model, self.trainable)
         weights = balanced_class_weights(train.labels, train.n_classes) if self.class_weighting else None
         return fit(
             model,
