@@ -19,7 +19,9 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from dlmi.config import get_settings, seed_everything
 from dlmi.data import ImageSet
+from dlmi.train import fit, make_scheduler, to_float
 
 __all__ = [
     "SegRecipe",
@@ -349,7 +351,6 @@ def sliding_window_predict(model: nn.Module, image: np.ndarray | torch.Tensor, r
     """
     from monai.inferers import sliding_window_inference
 
-    from dlmi.config import get_settings
 
     x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
     if x.dtype != torch.uint8 or x.ndim != 3:
@@ -438,8 +439,6 @@ def evaluate_patches(model: nn.Module, data: ImageSet, batch_size: int = 64) -> 
     Returns:
         ``{"loss", "dice"}``, an ``evaluator`` for :func:`dlmi.train.fit`.
     """
-    from dlmi.config import get_settings
-    from dlmi.train import to_float
 
     device = get_settings().device
     model.eval().to(device)
@@ -482,7 +481,6 @@ class SegRecipe:
 
     def build_model(self, in_channels: int, n_classes: int) -> nn.Module:
         """A freshly initialised network with ``n_classes`` output channels (1 for a binary mask)."""
-        from dlmi.config import seed_everything
 
         seed_everything(self.seed)
         if self.model == "UNet":
@@ -493,7 +491,6 @@ class SegRecipe:
 
     def fit(self, train: ImageSet, val: ImageSet):
         """Train on patch splits with :func:`dlmi.train.fit`, keeping the epoch of best validation Dice."""
-        from dlmi.train import fit, make_scheduler
 
         model = self.build_model(train.images.shape[1], train.n_classes)
         return fit(model, train, val, epochs=self.epochs, batch_size=self.batch_size, optimizer="adamw", lr=self.lr,
